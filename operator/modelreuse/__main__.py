@@ -1,0 +1,3 @@
+from modelreuse.cli import main
+
+raise SystemExit(main())
