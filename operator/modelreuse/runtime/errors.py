@@ -1,0 +1,40 @@
+"""Errors a workload reports: a CamelCase reason code and one sentence a user can act on.
+
+Workloads raise ``WorkloadError``; the command line turns it into a result JSON and an exit code, never a
+bare traceback. Add reason codes here, next to their exit code, rather than inventing them in place.
+"""
+
+from __future__ import annotations
+
+# reason -> process exit code. 1 is kept for unexpected crashes.
+EXIT_CODES: dict[str, int] = {
+    "InvalidTask": 2,
+    "DigestMismatch": 3,
+    "UnreadableUri": 4,
+    "CorruptModel": 5,
+    "UnsupportedModel": 6,
+    "ModelInputMismatch": 7,
+    "MissingColumns": 8,
+    "EmptyData": 9,
+    "InvalidFeatures": 10,
+    "UnknownLabels": 11,
+    "TooFewRows": 12,
+    "UnsupportedStrategy": 13,
+    "TimeBudgetExceeded": 14,
+    "InvalidData": 15,
+}
+
+
+class WorkloadError(Exception):
+    """A failure with a reason code and a sentence that tells the user what to do."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in EXIT_CODES:
+            raise ValueError(f"unknown reason code {reason!r}; add it to modelreuse.runtime.errors.EXIT_CODES")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.reason]
