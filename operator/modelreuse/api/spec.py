@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from modelreuse.api.base import DURATION_PATTERN, SHA256_PATTERN, ApiModel, cel
 
@@ -67,6 +67,13 @@ class ModelSource(ApiModel):
         description="Name of a Secret in the same namespace whose keys become environment variables "
         "when the model is read (for example AWS_ACCESS_KEY_ID for s3://).",
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("source.labels must not repeat a label")
+        return labels
 
 
 class Holdout(ApiModel):
