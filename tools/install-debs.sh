@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: etcd for the local control plane, Prometheus and Alertmanager for the
-# monitoring tests, wrk for benchmarks. Installs only what is missing.
+# monitoring tests, wrk for benchmarks, openssl for the control plane's service-account key. Installs only
+# what is missing.
 set -euo pipefail
-want=(etcd-server prometheus prometheus-alertmanager wrk)
+want=(etcd-server openssl prometheus prometheus-alertmanager wrk)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
