@@ -22,6 +22,8 @@ EXIT_CODES: dict[str, int] = {
     "UnsupportedStrategy": 13,
     "TimeBudgetExceeded": 14,
     "InvalidData": 15,
+    "ModelOutputMismatch": 16,
+    "UnwritableUri": 17,
 }
 
 
