@@ -24,6 +24,7 @@ EXIT_CODES: dict[str, int] = {
     "InvalidData": 15,
     "ModelOutputMismatch": 16,
     "UnwritableUri": 17,
+    "ExportMismatch": 18,
 }
 
 
