@@ -25,6 +25,7 @@ EXIT_CODES: dict[str, int] = {
     "ModelOutputMismatch": 16,
     "UnwritableUri": 17,
     "ExportMismatch": 18,
+    "DeviceUnavailable": 19,
 }
 
 
