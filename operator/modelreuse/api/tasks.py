@@ -48,6 +48,11 @@ class AdaptTask(ApiModel):
     extend_labels: list[str] = Field(
         default_factory=list, description="Labels to add to the source's label set (strategy head)."
     )
+    feature_output: str | None = Field(
+        default=None,
+        description="Strategy head: the source tensor to train the head on. Defaults to the input of the "
+        "source's last Gemm/MatMul, else the source outputs.",
+    )
 
 
 class ServeTask(ApiModel):
