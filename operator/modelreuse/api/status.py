@@ -121,6 +121,13 @@ class ModelReuseStatus(ApiModel):
         max_length=HISTORY_LIMIT,
         description=f"The last {HISTORY_LIMIT} decisions, oldest first.",
     )
+    previous: ModelVersion | None = Field(
+        default=None, description="The version served before the current one; a failed rollout returns to it."
+    )
+    inputs_digest: str | None = Field(
+        default=None,
+        description="Digest of the source, data and evaluation settings last evaluated; a change re-evaluates.",
+    )
     last_retraining_time: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When the last retraining started."
     )
