@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("modelreuse.api.crd", "print the generated ModelReuse CustomResourceDefinition as YAML"),
     "evaluate": ("modelreuse.runtime.evaluate", "score a model on the new domain's labelled holdout"),
     "serve": ("modelreuse.runtime.serve", "serve a model over the Open Inference Protocol v2"),
+    "adapt": ("modelreuse.runtime.adapt", "fine-tune a model on the new domain's data into a new ONNX version"),
 }
 
 
