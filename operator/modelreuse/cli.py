@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help). Modules add themselves here when their issue lands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("modelreuse.api.crd", "print the generated ModelReuse CustomResourceDefinition as YAML"),
+    "operator": ("modelreuse.kube.main", "run the operator"),
     "evaluate": ("modelreuse.runtime.evaluate", "score a model on the new domain's labelled holdout"),
     "serve": ("modelreuse.runtime.serve", "serve a model over the Open Inference Protocol v2"),
     "adapt": ("modelreuse.runtime.adapt", "fine-tune a model on the new domain's data into a new ONNX version"),

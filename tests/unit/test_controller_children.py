@@ -73,7 +73,7 @@ def test_evaluation_job_carries_a_task_the_workload_accepts():
     assert job["metadata"]["name"] == "bikeshare-dc-eval-v1"
     assert job["spec"]["backoffLimit"] == 0 and pods(job)["restartPolicy"] == "Never"
     args = pods(job)["containers"][0]["args"]
-    assert args[:2] == ["evaluate", "--task"]
+    assert args[:2] == ["evaluate", "--task"] and args[3:] == ["--report", "s3://artifacts/ml/bikeshare-dc/v1/evaluation"]
     task = EvaluateTask.model_validate_json(args[2])
     assert task.source.sha256 == obj().spec.source.sha256 and task.data.target == "flow"
     assert pods(job)["containers"][0]["image"] == SETTINGS.runtime_image
@@ -85,7 +85,7 @@ def test_adaptation_job_adapts_source_with_attempt_seed_and_writes_the_versioned
     assert job["metadata"]["name"] == "bikeshare-dc-adapt-v4"
     task = AdaptTask.model_validate_json(args[2])
     assert task.source.uri == obj().spec.source.uri and task.adaptation.seed == 2
-    assert args[3:] == ["--output", "s3://artifacts/ml/bikeshare-dc/v4/model.onnx"]
+    assert args[3:] == ["--out", "s3://artifacts/ml/bikeshare-dc/v4"]
 
 
 def test_retraining_job_starts_from_the_serving_version_with_feedback():

@@ -88,7 +88,7 @@ def test_failing_source_rescued_by_adaptation():
     assert w.status["phase"] == "Adapting" and w.status["attempts"] == 1
     job = plan.apply[0]
     assert job["metadata"]["name"] == f"{NAME}-adapt-v2"
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][-1] == f"s3://artifacts/ml/{NAME}/v2/model.onnx"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--out", f"s3://artifacts/ml/{NAME}/v2"]
     assert w.cond("ThresholdMet")["reason"] == "BelowThreshold"
     assert_fixpoint(w)
     adapt_to(w, 2)

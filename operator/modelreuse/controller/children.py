@@ -55,10 +55,19 @@ def serving_name(name: str) -> str:
     return child_name(name)
 
 
+def version_dir(obj: ModelReuse, settings: Settings, version: int) -> str:
+    """The folder of version N: ``{artifacts}/{namespace}/{name}/v{N}`` (model, metadata, evaluation report)."""
+    base = (obj.spec.artifacts.uri if obj.spec.artifacts else settings.artifacts_uri).rstrip("/")
+    return f"{base}/{obj.metadata.namespace}/{obj.metadata.name}/v{version}"
+
+
 def artifact_uri(obj: ModelReuse, settings: Settings, version: int) -> str:
     """Where version N of this object's model is written: ``{artifacts}/{namespace}/{name}/v{N}/model.onnx``."""
-    base = (obj.spec.artifacts.uri if obj.spec.artifacts else settings.artifacts_uri).rstrip("/")
-    return f"{base}/{obj.metadata.namespace}/{obj.metadata.name}/v{version}/model.onnx"
+    return f"{version_dir(obj, settings, version)}/model.onnx"
+
+
+def report_uri(obj: ModelReuse, settings: Settings, version: int) -> str:
+    return f"{version_dir(obj, settings, version)}/evaluation"
 
 
 def endpoint(obj: ModelReuse, settings: Settings) -> str:
@@ -217,7 +226,8 @@ def build_evaluation_job(obj: ModelReuse, version: ModelVersion, settings: Setti
     task = EvaluateTask(source=model_source(obj, version), data=obj.spec.data, evaluation=obj.spec.evaluation)
     return _job(
         obj, settings, eval_job_name(obj.metadata.name, version.version), "evaluate", version.version,
-        ["evaluate", "--task", _task_json(task)], settings.job_active_deadline_seconds,
+        ["evaluate", "--task", _task_json(task), "--report", report_uri(obj, settings, version.version)],
+        settings.job_active_deadline_seconds,
     )
 
 
@@ -230,7 +240,7 @@ def build_adaptation_job(
     extra_data: list[str] | None = None,
 ) -> dict[str, Any]:
     """The Job that fine-tunes ``base`` (the inherited model by default) into ``version``:
-    ``modelreuse adapt --task JSON --output URI``. Retraining adapts the serving version on the data plus
+    ``modelreuse adapt --task JSON --out {version folder}`` (it writes ``model.onnx`` there). Retraining adapts the serving version on the data plus
     captured feedback and is named ``-retrain-``."""
     adaptation = obj.spec.adaptation.model_copy(update={"seed": obj.spec.adaptation.seed + attempt - 1})
     source = obj.spec.source if base is None else model_source(obj, base)
@@ -242,7 +252,7 @@ def build_adaptation_job(
     name = (retrain_job_name if retrain else adapt_job_name)(obj.metadata.name, version.version)
     return _job(
         obj, settings, name, "retrain" if retrain else "adapt", version.version,
-        ["adapt", "--task", _task_json(task), "--output", artifact_uri(obj, settings, version.version)],
+        ["adapt", "--task", _task_json(task), "--out", version_dir(obj, settings, version.version)],
         obj.spec.adaptation.max_seconds + 600,
     )
 
@@ -269,6 +279,7 @@ def build_deployment(obj: ModelReuse, serving: ModelVersion, settings: Settings)
         data_capture=dep.data_capture,
         feature_names=list(obj.spec.data.features) if obj.spec.data.features else None,
         text_input=obj.spec.data.text_column is not None,
+        reference_stats=f"{report_uri(obj, settings, serving.version)}/feature-stats.json",
     )
     resources = dep.resources.to_json_dict()
     gpu = GPU_RESOURCE in dep.resources.limits or GPU_RESOURCE in dep.resources.requests
@@ -279,7 +290,7 @@ def build_deployment(obj: ModelReuse, serving: ModelVersion, settings: Settings)
         "name": SERVER_CONTAINER,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
-        "args": ["serve", "--task", _task_json(task)],
+        "args": ["serve", "--task", _task_json(task), "--host", "0.0.0.0", "--port", str(settings.service_port)],
         "ports": [{"name": "http", "containerPort": settings.service_port, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": probe_port}, "periodSeconds": 5},
         "livenessProbe": {

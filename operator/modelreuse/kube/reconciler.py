@@ -1,0 +1,152 @@
+"""Runs the pure core for one object: read (indices, or a fresh GET), decide, apply children, patch status,
+post events. One object is reconciled by one coroutine at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import kopf
+from pydantic import ValidationError
+
+from modelreuse.api.resource import ModelReuse
+from modelreuse.api.status import ModelReuseStatus
+from modelreuse.controller import reconcile
+from modelreuse.controller.conditions import rfc3339
+from modelreuse.kube.client import Kube
+from modelreuse.kube.metrics import OperatorMetrics
+from modelreuse.kube.observe import observe
+from modelreuse.settings import Settings
+
+log = logging.getLogger("modelreuse.operator")
+Key = tuple[str, str]
+_STATUS_FIELDS = set(ModelReuseStatus.model_fields) | {f.alias for f in ModelReuseStatus.model_fields.values() if f.alias}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def clean(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of the object with status keys other than ours dropped (kopf may leave its own)."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in body.items()}
+    status = dict(out.get("status") or {})
+    out["status"] = {k: v for k, v in status.items() if k in _STATUS_FIELDS}
+    return out
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, kube: Kube, metrics: OperatorMetrics,
+                 clock: Callable[[], datetime] = _now):
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.clock = clock
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._pending: set[Key] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def forget(self, key: Key) -> None:
+        self._locks.pop(key, None)
+
+    def poke(self, key: Key, indices: Mapping[str, Any]) -> None:
+        """A child changed: reconcile its owner soon (several pokes in a burst make one reconcile)."""
+        if key in self._pending:
+            return
+        self._pending.add(key)
+        task = asyncio.get_running_loop().create_task(self._poked(key, indices))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poked(self, key: Key, indices: Mapping[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        self._pending.discard(key)
+        try:
+            await self.reconcile(key, None, indices, patch=None, trigger="child")
+        except Exception:  # noqa: BLE001 - the next event or the resync timer retries
+            log.exception("reconcile of %s/%s after a child change failed", *key)
+
+    async def reconcile(self, key: Key, body: Mapping[str, Any] | None, indices: Mapping[str, Any],
+                        patch: kopf.Patch | None, trigger: str) -> None:
+        """Reconcile ``key``. With a kopf ``patch`` the status goes through it; without, through the API."""
+        async with self._lock(key):
+            if patch is None or body is None:
+                body = await self.kube.get_modelreuse(*key)
+                if body is None:
+                    return
+            if body["metadata"].get("deletionTimestamp"):
+                return
+            self.metrics.reconciles.labels(trigger).inc()
+            with self.metrics.duration.time():
+                try:
+                    await self._reconcile(key, clean(body), indices, patch)
+                except Exception as exc:
+                    self.metrics.errors.labels(type(exc).__name__).inc()
+                    raise
+
+    async def _reconcile(self, key: Key, body: dict[str, Any], indices: Mapping[str, Any],
+                         patch: kopf.Patch | None) -> None:
+        now = self.clock()
+        try:
+            obj = ModelReuse.from_dict(body)
+        except ValidationError as exc:
+            await self._invalid(key, body, exc, patch, now)
+            return
+        observed = observed_from_indices(body, indices)
+        plan = reconcile(obj, observed, now, self.settings)
+        for child in plan.apply:
+            outcome = await self.kube.apply(child)
+            self.metrics.applied.labels(child["kind"], outcome).inc()
+        if plan.status:
+            if patch is not None:
+                patch.setdefault("status", {}).update(plan.status)
+            else:
+                await self.kube.patch_status(*key, plan.status)
+        for ev in plan.events:
+            self.metrics.events.labels(ev.type, ev.reason).inc()
+            kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1024])
+
+    async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, patch, now) -> None:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"The object does not validate at {where}: {first['msg']}. Fix the spec and apply it again."
+        status = body.get("status") or {}
+        if status.get("phase") == "Failed" and any(c.get("reason") == "InvalidSpec" for c in status.get("conditions", [])):
+            return
+        new = {"phase": "Failed", "observedGeneration": body["metadata"].get("generation"),
+               "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message,
+                               "lastTransitionTime": rfc3339(now)}]}
+        if patch is not None:
+            patch.setdefault("status", {}).update(new)
+        else:
+            await self.kube.patch_status(*key, new)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
+
+
+def _store(index: Any, key: Any) -> list[Any]:
+    if index is None:
+        return []
+    try:
+        return list(index.get(key, ()))
+    except TypeError:
+        return []
+
+
+def observed_from_indices(body: Mapping[str, Any], indices: Mapping[str, Any]):
+    """Gather one object's children from the kopf indices (no API reads)."""
+    from modelreuse.controller.children import child_name
+
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    key = (ns, child_name(name))
+    jobs = _store(indices.get("mr_jobs"), key)
+    pods_by_job = {j["name"]: _store(indices.get("mr_pods"), (ns, j["name"])) for j in jobs}
+    return observe(body, jobs, pods_by_job, _store(indices.get("mr_deployments"), key),
+                   _store(indices.get("mr_services"), key))
