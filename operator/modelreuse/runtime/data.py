@@ -485,6 +485,56 @@ class DataReader:
                 yield out
 
 
+def prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Produce ``batches`` in a background thread, at most ``depth`` ahead of the consumer.
+
+    Parsing (pyarrow) and inference (onnxruntime, torch) both release the GIL, so reading the next batch
+    while the model scores this one uses a second core. Errors from the reader are raised to the consumer;
+    a consumer that stops early stops the thread.
+    """
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put((batch, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: tuple[Any, BaseException | None] = (end, None)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            item = (end, exc)
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="modelreuse-data", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = slots.get()
+            if batch is end:
+                if error is not None:
+                    raise error
+                return
+            yield batch
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def iter_batches(
     spec: DataSpec,
     part: Part = "holdout",
@@ -509,4 +559,5 @@ __all__ = [
     "is_holdout",
     "iter_batches",
     "part_mask",
+    "prefetch",
 ]

@@ -45,10 +45,11 @@ class FeatureStats:
     """Per-feature count, mean, std, min, max and a histogram, accumulated over batches.
 
     Mean and variance merge batch moments (Chan et al.), so they stay exact in float64 over any row count.
-    The histogram has ``HISTOGRAM_BINS`` equal-width bins between the first batch's min and max (the edges
-    must be fixed before the rest of the stream is seen) plus an underflow and an overflow bin:
-    ``counts[0]`` is below ``edges[0]``, ``counts[i]`` is in ``[edges[i-1], edges[i])``, ``counts[-1]`` is
-    at or above ``edges[-1]``.
+    The histogram has ``HISTOGRAM_BINS`` equal-width bins from ``lo`` with width ``width`` (the first
+    batch's min and range: the edges must be fixed before the rest of the stream is seen) plus an underflow
+    and an overflow bin. A value v falls in ``counts[1 + floor((v - lo) / width)]``, clipped to
+    ``counts[0]`` below and ``counts[-1]`` at or beyond ``lo + bins * width``; ``edges`` lists
+    ``lo + k * width`` for reading.
     """
 
     def __init__(self, names: list[str], bins: int = HISTOGRAM_BINS):
@@ -60,11 +61,12 @@ class FeatureStats:
         self.m2 = np.zeros(f)
         self.min = np.full(f, np.inf)
         self.max = np.full(f, -np.inf)
-        self.edges: np.ndarray | None = None
+        self.lo: np.ndarray | None = None
+        self.width: np.ndarray | None = None
         self.counts = np.zeros((f, bins + 2), dtype=np.int64)
 
     def update(self, x: np.ndarray) -> None:
-        n = x.shape[0]
+        n, f = x.shape
         if n == 0:
             return
         x64 = x.astype(np.float64, copy=False)
@@ -75,18 +77,20 @@ class FeatureStats:
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2_b + delta**2 * (self.count * n / total)
         self.count = total
-        self.min = np.minimum(self.min, x64.min(axis=0))
-        self.max = np.maximum(self.max, x64.max(axis=0))
-        if self.edges is None:
-            lo, hi = x64.min(axis=0), x64.max(axis=0)
-            hi = np.where(hi > lo, hi, lo + 1.0)
-            self.edges = np.linspace(lo, hi, self.bins + 1, axis=1)
-        for j in range(x64.shape[1]):
-            # side="right": a value equal to an edge belongs to the bin that starts there.
-            index = np.searchsorted(self.edges[j], x64[:, j], side="right")
-            # The top edge closes the last regular bin, as in numpy.histogram.
-            index[x64[:, j] == self.edges[j][-1]] = self.bins
-            self.counts[j] += np.bincount(index, minlength=self.bins + 2)
+        lo_b, hi_b = x64.min(axis=0), x64.max(axis=0)
+        self.min = np.minimum(self.min, lo_b)
+        self.max = np.maximum(self.max, hi_b)
+        if self.lo is None:
+            self.lo = lo_b
+            span = hi_b - lo_b
+            # A constant first batch still needs bins of some width; a relative one keeps large values apart.
+            self.width = np.where(span > 0, span, np.maximum(np.abs(lo_b), 1.0)) / self.bins
+            # The first batch's maximum belongs to the last regular bin, not to the overflow bin.
+            self.width = np.nextafter(self.width, np.inf)
+        index = np.floor((x64 - self.lo) / self.width)
+        np.clip(index + 1, 0, self.bins + 1, out=index)
+        flat = index.astype(np.int64) + np.arange(f, dtype=np.int64) * (self.bins + 2)
+        self.counts += np.bincount(flat.ravel(), minlength=f * (self.bins + 2)).reshape(f, self.bins + 2)
 
     def to_dict(self) -> dict[str, Any]:
         std = np.sqrt(self.m2 / self.count) if self.count else np.zeros_like(self.m2)
@@ -101,7 +105,10 @@ class FeatureStats:
                     "min": float(self.min[j]) if self.count else None,
                     "max": float(self.max[j]) if self.count else None,
                     "histogram": {
-                        "edges": [float(e) for e in self.edges[j]] if self.edges is not None else [],
+                        "lo": float(self.lo[j]) if self.lo is not None else None,
+                        "width": float(self.width[j]) if self.width is not None else None,
+                        "edges": [float(self.lo[j] + k * self.width[j]) for k in range(self.bins + 1)]
+                        if self.lo is not None else [],
                         "counts": [int(c) for c in self.counts[j]],
                     },
                 }
@@ -237,7 +244,7 @@ def evaluate(
     there (see ``report_locations``).
     """
     from modelreuse.runtime import metrics as metrics_mod
-    from modelreuse.runtime.data import DataReader
+    from modelreuse.runtime.data import DataReader, prefetch
     from modelreuse.runtime.modelio import encode_texts, load_model, load_tokenizer
     from modelreuse.runtime.progress import Progress
 
@@ -269,7 +276,7 @@ def evaluate(
     progress = Progress("evaluate", interval=progress_interval, fraction=read_share, clock=clock)
     t1 = clock()
     predict_seconds = 0.0
-    for batch in reader.batches("holdout"):
+    for batch in prefetch(reader.batches("holdout")):
         tp = clock()
         if tokenizer is not None:
             encoded = encode_texts(tokenizer, batch.texts, [i.name for i in model.inputs])
