@@ -120,7 +120,8 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object: modelreuse.io/v1alpha1."},
             "kind": {"type": "string", "description": "Kind of this object: ModelReuse."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server allows nothing but the type here; kubectl explain describes metadata itself.
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },
