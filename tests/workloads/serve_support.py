@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 
 N_FEATURES = 5
 MLP_LABELS = ["low", "high"]
@@ -34,10 +35,12 @@ def make_mlp(folder: pathlib.Path, seed: int = 0) -> pathlib.Path:
         torch.nn.Linear(N_FEATURES, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)
     ).eval()
     path = folder / "mlp.onnx"
-    torch.onnx.export(
-        net, (torch.zeros(1, N_FEATURES),), str(path), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the one without onnxscript
+        torch.onnx.export(
+            net, (torch.zeros(1, N_FEATURES),), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
     return path
 
 
@@ -75,11 +78,13 @@ def make_text_model(folder: pathlib.Path, seed: int = 0) -> pathlib.Path:
     net = Bag().eval()
     ids = torch.ones(2, 4, dtype=torch.int64)
     path = folder / "text.onnx"
-    torch.onnx.export(
-        net, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
+            output_names=["logits"], opset_version=17, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}},
+        )
     return path
 
 
@@ -178,5 +183,3 @@ def get_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as response:
         return response.read().decode()
 
-
-__all__ = ["signal"]

@@ -195,6 +195,7 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
     await waiting
     log.info("stopping: not ready; in-flight requests get up to %ss", args.shutdown_timeout)
     server.ready = False
+    server.stopping = True
     if args.drain_seconds > 0:
         await asyncio.sleep(args.drain_seconds)
     await runner.cleanup()

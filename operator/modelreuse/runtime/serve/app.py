@@ -85,6 +85,7 @@ class Server:
         self.config = config
         self.model: ServedModel | None = None
         self.ready = False
+        self.stopping = False
         self.load_error: str | None = None
         self.metrics = ServerMetrics(name, self.version_str)
         self.metrics.ready = lambda: self.ready
@@ -134,6 +135,7 @@ class Server:
     async def shutdown(self) -> None:
         """Ready goes false at once; queued batches run; captured records are written."""
         self.ready = False
+        self.stopping = True
         if self.batcher is not None:
             await self.batcher.drain()
             self.batcher.close()
@@ -368,7 +370,8 @@ class Server:
     async def ready_handler(self, request: web.Request) -> web.Response:
         if self.ready:
             return _json({"ready": True})
-        return _json({"ready": False, "error": self.load_error or "the model is not loaded yet"}, status=503)
+        why = "the server is stopping" if self.stopping else self.load_error or "the model is not loaded yet"
+        return _json({"ready": False, "error": why}, status=503)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return _json({"name": "modelreuse", "version": __version__, "extensions": EXTENSIONS})

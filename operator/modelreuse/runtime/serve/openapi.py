@@ -150,7 +150,7 @@ def document(server) -> dict[str, Any]:
                         "type": "object",
                         "required": ["name", "shape", "datatype", "data"],
                         "properties": {
-                            "name": {"type": "string"},
+                            "name": {"type": "string", "minLength": 1},
                             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                             "datatype": {"type": "string", "enum": sorted(DATATYPES)},
                             "parameters": {"type": "object"},
