@@ -37,6 +37,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
     """Register every handler of the operator into ``registry``. ``state`` receives the shared objects
     (reconciler, metrics, kube) once the operator starts."""
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        # The same credentials the API client loaded (in-cluster, or the kubeconfig given).
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **kwargs: Any) -> None:
         settings.watching.server_timeout = state["settings"].watch_server_timeout
@@ -48,31 +53,31 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
         state["indices"] = _indices(kwargs)
 
     # -- indices: what the reconciler reads instead of the API server
-    @kopf.index("batch", "v1", "jobs", labels=MANAGED, registry=registry)
+    @kopf.index("batch", "v1", "jobs", labels=MANAGED, id="mr_jobs", registry=registry)
     def mr_jobs(body, namespace, labels, **_):
         key = _owner_key(namespace, labels)
         return {key: job_summary(body)} if key else {}
 
-    @kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)
+    @kopf.index("", "v1", "pods", labels=MANAGED, id="mr_pods", registry=registry)
     def mr_pods(body, namespace, labels, **_):
         job = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
         return {(namespace, job): pod_summary(body)} if job else {}
 
-    @kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry)
+    @kopf.index("apps", "v1", "deployments", labels=MANAGED, id="mr_deployments", registry=registry)
     def mr_deployments(body, namespace, labels, **_):
         key = _owner_key(namespace, labels)
         return {key: deployment_summary(body)} if key else {}
 
-    @kopf.index("", "v1", "services", labels=MANAGED, registry=registry)
+    @kopf.index("", "v1", "services", labels=MANAGED, id="mr_services", registry=registry)
     def mr_services(body, namespace, labels, name, **_):
         key = _owner_key(namespace, labels)
         return {key: {"name": name, "uid": owner_uid(body)}} if key else {}
 
-    @kopf.index(*MR, registry=registry)
+    @kopf.index(*MR, id="mr_names", registry=registry)
     def mr_names(namespace, name, **_):
         return {(namespace, ch.child_name(name)): name}
 
-    @kopf.index(*MR, registry=registry)
+    @kopf.index(*MR, id="mr_triggers", registry=registry)
     def mr_triggers(namespace, name, spec, status, **_):
         rt = spec.get("retraining") or {}
         return {(namespace, name): {

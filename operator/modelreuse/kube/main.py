@@ -61,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # kopf logs every handler success at INFO; our Events already say what happened.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     settings = settings_from_args(args)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's own login reads it too

@@ -102,6 +102,8 @@ class Reconciler:
             return
         observed = observed_from_indices(body, indices)
         plan = reconcile(obj, observed, now, self.settings)
+        log.debug("reconcile %s/%s: observed %s -> phase %s, apply %s, status %s", *key, observed, plan.phase,
+                  [c["metadata"]["name"] for c in plan.apply], sorted(plan.status))
         for child in plan.apply:
             outcome = await self.kube.apply(child)
             self.metrics.applied.labels(child["kind"], outcome).inc()
