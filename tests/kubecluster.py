@@ -101,9 +101,16 @@ def missing_binaries(bin_dir: Path | None = None) -> list[str]:
     """Names of the needed programs that are not there (empty when all are)."""
     bin_dir = bin_dir or default_bin_dir()
     missing = [str(bin_dir / b) for b in KUBE_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    if not kwok_stages(bin_dir).is_file():
+        missing.append(str(kwok_stages(bin_dir)))
     if not find_etcd():
         missing.append("etcd")
     return missing
+
+
+def kwok_stages(bin_dir: Path) -> Path:
+    """kwok's Stages (nodes Ready with a lease; pods Running; Job pods Succeeded), written by build.sh."""
+    return Path(bin_dir).parent / "kwok-stages.yaml"
 
 
 def find_etcd() -> str | None:
@@ -152,6 +159,9 @@ class KubeCluster:
     ready_timeout: float = 300.0  # generous: a loaded 2-core machine starts kube-apiserver slowly
     keep_workdir: bool = False
     detach: bool = False  # True: processes outlive this Python process (the `up` command)
+    # kwok's pod-complete stage turns Running Job pods Succeeded at once (no termination message). False
+    # leaves Job pods Running, so a test can play the kubelet and write their final status itself.
+    kwok_completes_jobs: bool = True
 
     # Filled by start().
     server: str = ""
@@ -350,6 +360,7 @@ class KubeCluster:
         self._spawn("kwok", [
             str(self.bin_dir / "kwok"),
             f"--kubeconfig={wd / 'kwok.kubeconfig'}",
+            f"--config={self._kwok_config()}",
             "--manage-all-nodes=true",
             f"--server-address=127.0.0.1:{self.ports['kwok']}",
         ], env={**os.environ, "HOME": str(kwok_home)})
@@ -364,6 +375,14 @@ class KubeCluster:
                    lambda: self._http_ok(f"https://127.0.0.1:{self.ports['scheduler']}/healthz"),
                    deadline)
         self._wait("kwok (nodes Ready)", self._nodes_ready, deadline)
+
+    def _kwok_config(self) -> Path:
+        docs = kwok_stages(self.bin_dir).read_text().split("\n---\n")
+        if not self.kwok_completes_jobs:
+            docs = [d for d in docs if not re.search(r"^  name: pod-complete$", d, re.M)]
+        path = self.workdir / "kwok-stages.yaml"
+        path.write_text("\n---\n".join(docs))
+        return path
 
     def _make_user(self, name: str, groups: tuple[str, ...]) -> None:
         token = secrets.token_hex(16)
@@ -470,8 +489,10 @@ current-context: modelreuse-local
 
     def _create_nodes(self) -> None:
         nodes = [_node(GPU_NODE, gpu=True), _node(CPU_NODE, gpu=False)]
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                           "items": nodes}), check=True)
+        cp = self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                "items": nodes}))
+        if cp.returncode != 0:
+            raise ClusterError(f"creating the fake nodes failed: {cp.stderr}")
 
     def _nodes_ready(self) -> bool:
         cp = self.kubectl("get", "nodes", "-o", "json")
@@ -509,9 +530,8 @@ def _node(name: str, gpu: bool) -> dict:
         "metadata": {"name": name, "labels": labels,
                      "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
         "spec": {"taints": taints},
-        "status": {"allocatable": resources, "capacity": resources,
-                   "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
-                                "kubeletVersion": "fake"}},
+        # kwok's node-initialize stage fills conditions, addresses and nodeInfo.
+        "status": {"allocatable": resources, "capacity": resources},
     }
 
 
@@ -558,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start()
         except ClusterError as e:
             print(e, file=sys.stderr)
+            if not args.dir:
+                shutil.rmtree(cluster.workdir, ignore_errors=True)
             return 1
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(cluster.state(), indent=2))

@@ -26,7 +26,7 @@ def ns(cluster):
     cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
 
 
-def wait_for(ok, what: str, timeout: float = 120, interval: float = 1.0):
+def wait_for(ok, what: str, timeout: float = 240, interval: float = 1.0):
     deadline = time.monotonic() + timeout
     while True:
         value = ok()
@@ -90,7 +90,8 @@ spec:
     pods = wait_for(running, "2 Running pods")
     # The untolerated GPU taint keeps plain pods on the CPU node.
     assert {p["spec"]["nodeName"] for p in pods} == {CPU_NODE}
-    cluster.kubectl("-n", ns, "rollout", "status", "deployment/web", "--timeout=120s", check=True)
+    cluster.kubectl("-n", ns, "rollout", "status", "deployment/web", "--timeout=240s", check=True,
+                    timeout=300)
 
 
 def test_gpu_pod_lands_on_gpu_node(cluster, ns):
@@ -130,7 +131,8 @@ spec:
 
     pods = wait_for(scheduled, "the Job's pod to be scheduled")
     assert pods[0]["metadata"]["ownerReferences"][0]["kind"] == "Job"
-    cluster.kubectl("-n", ns, "wait", "--for=condition=Complete", "job/once", "--timeout=120s", check=True)
+    cluster.kubectl("-n", ns, "wait", "--for=condition=Complete", "job/once", "--timeout=240s", check=True,
+                    timeout=300)
 
 
 def test_garbage_collector_deletes_owned_objects(cluster, ns):

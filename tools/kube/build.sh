@@ -31,13 +31,15 @@ root="$CACHE/kube-$KUBE_VERSION"
 bin="$root/bin"
 stamp="$root/stamp"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+stages="$root/kwok-stages.yaml"
 
 # The stamp names everything that decides what the binaries are.
-want_stamp="kubernetes=$KUBE_VERSION kwok=$KWOK_VERSION gomod=$(cat go.mod go.sum build.sh | sha256sum | cut -c1-16)"
+want_stamp="kubernetes=$KUBE_VERSION kwok=$KWOK_VERSION gomod=$(cat go.mod go.sum | sha256sum | cut -c1-16)"
 
 up_to_date() {
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] || return 1
   for b in "${binaries[@]}"; do [ -x "$bin/$b" ] || return 1; done
+  [ -s "$stages" ]
 }
 
 if up_to_date; then
@@ -85,6 +87,18 @@ mid=$(date +%s)
 echo "kubernetes binaries built in $((mid - start)) s; building kwok $KWOK_VERSION"
 # kwok has no replace directives, so `go install pkg@version` works (outside this module).
 (cd / && GOBIN="$bin" GOFLAGS= "$GO" install -p "$p" -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+# kwok alone has no built-in behaviour: its Stages (what happens to nodes and pods) come from config.
+# These are the defaults kwokctl uses: nodes initialise and keep a lease, pods become Running, Job pods
+# Succeeded, deleted pods go away. Taken from the same kwok module version.
+kwok_dir="$(cd / && GOFLAGS= "$GO" mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
+{
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$kwok_dir/kustomize/stage/$f"
+  done
+} > "$stages.tmp"
+mv "$stages.tmp" "$stages"
 end=$(date +%s)
 echo "kwok built in $((end - mid)) s"
 
