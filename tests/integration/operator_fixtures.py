@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import urllib3
 from kubernetes import client, config
 
 from catalogue import load_sample
@@ -26,6 +27,7 @@ from kubecluster import free_port
 REPO = Path(__file__).resolve().parents[2]
 TEST_KUBELET = "modelreuse.io/test-kubelet=true"
 GROUP, VERSION, PLURAL = "modelreuse.io", "v1alpha1", "modelreuses"
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # loopback, self-signed
 TOKEN = "alert-token-" + uuid.uuid4().hex[:8]
 
 

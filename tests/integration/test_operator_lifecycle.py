@@ -8,7 +8,7 @@ from operator_fixtures import adaptation, evaluation, kube, operator, wait_for  
 NAME = "bikeshare-dc"
 
 
-def test_passing_source_is_evaluated_deployed_and_served(kube, operator):
+def test_passing_source_is_evaluated_deployed_and_served(cluster, kube, operator):
     ns = kube.namespace("pass")
     kube.create(ns, NAME)
     kube.wait_job(ns, f"{NAME}-eval-v1")
@@ -38,11 +38,10 @@ def test_passing_source_is_evaluated_deployed_and_served(kube, operator):
                        30, "the transition Events")
     assert reasons
     # Printer columns come from the status.
-    table = kube.api.call_api(f"/apis/modelreuse.io/v1alpha1/namespaces/{ns}/modelreuses/{NAME}", "GET",
-                              header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
-                              response_type="object", _return_http_data_only=True)
-    cells = dict(zip([c["name"] for c in table["columnDefinitions"]], table["rows"][0]["cells"]))
-    assert cells["Phase"] == "Serving" and cells["Score"] == 0.86 and cells["Version"] == 1
+    out = cluster.kubectl("get", "modelreuse", NAME, "-n", ns, check=True).stdout.split("\n")
+    cells = dict(zip(out[0].split(), out[1].split()))
+    assert cells["PHASE"] == "Serving" and cells["SCORE"] == "0.86" and cells["VERSION"] == "1"
+    assert cells["THRESHOLD"] == "0.8"
     assert "modelreuse_operator_reconciles_total" in operator.metrics()
 
 

@@ -111,22 +111,22 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
             state["reconciler"].poke((namespace, real), _indices(kwargs))
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
-    def job_event(namespace, labels, **kwargs):
+    async def job_event(namespace, labels, **kwargs):
         poke_owner(namespace, labels, kwargs)
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
-    def pod_event(namespace, labels, status, **kwargs):
+    async def pod_event(namespace, labels, status, **kwargs):
         if status.get("phase") in ("Succeeded", "Failed") or any(
             (cs.get("state") or {}).get("terminated") for cs in status.get("containerStatuses") or []
         ):
             poke_owner(namespace, labels, kwargs)
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
-    def deployment_event(namespace, labels, **kwargs):
+    async def deployment_event(namespace, labels, **kwargs):
         poke_owner(namespace, labels, kwargs)
 
     @kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry)
-    def service_event(namespace, labels, **kwargs):
+    async def service_event(namespace, labels, **kwargs):
         poke_owner(namespace, labels, kwargs)
 
 

@@ -51,6 +51,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before the client library is imported: it reads $KUBECONFIG once, at import.
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     import kopf
     from aiohttp import web
 
@@ -68,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     settings = settings_from_args(args)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)  # kopf's own login reads it too
     client.load_config(args.kubeconfig)
     state = make_state(settings)
     registry = kopf.OperatorRegistry()
