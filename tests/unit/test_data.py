@@ -213,3 +213,19 @@ def test_prefetch_hands_over_batches_and_errors(files):
 def test_jsonl_lines_must_be_objects(tmp_path):
     (tmp_path / "x.jsonl").write_text(json.dumps([1, 2]) + "\n")
     assert _reason(_spec(tmp_path / "x.jsonl")).reason == "InvalidData"
+
+
+def test_small_blocks_cut_only_at_record_boundaries(frame, files, tmp_path):
+    # Reading in tiny pieces must give the same rows: pieces end on record boundaries, quoted newlines too.
+    whole = [b.row_index for b in DataReader(_spec(files["csv"])).batches("all")]
+    tiny = DataReader(_spec(files["csv"]), block_bytes=100, labels=("low", "high"))
+    pieces = list(tiny.batches("all"))
+    assert np.array_equal(np.concatenate(whole), np.concatenate([b.row_index for b in pieces]))
+    assert tiny.digest == "sha256:" + hashlib.sha256(files["csv"].read_bytes()).hexdigest()
+    texts = pd.DataFrame({"text": [f'tweet {i}: "quoted"\nsecond line, {"x" * (i % 7)}' for i in range(50)],
+                          "sentiment": ["positive", "negative"] * 25})
+    texts.to_csv(tmp_path / "t.csv", index=False)
+    spec = DataSpec.model_validate({"uri": str(tmp_path / "t.csv"), "textColumn": "text", "target": "sentiment",
+                                    "holdout": {"fraction": 1.0}})
+    got = [t for b in DataReader(spec, block_bytes=40).batches("all") for t in b.texts]
+    assert got == list(texts["text"])

@@ -39,7 +39,6 @@ DataFormat = Literal["csv", "parquet", "jsonl"]
 DEFAULT_BATCH_ROWS = 65536
 # Bytes pyarrow parses per block; bounds memory and sets how often progress moves.
 _BLOCK_BYTES = 8 << 20
-_HASH_CHUNK = 1 << 20
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -161,10 +160,6 @@ class _HashingReader:
     def seekable(self) -> bool:
         return False
 
-    def drain(self) -> None:
-        while chunk := self.read(_HASH_CHUNK):
-            pass
-
     def close(self) -> None:
         self.closed = True
         self._raw.close()
@@ -202,6 +197,25 @@ def _missing(uri: str, wanted: Sequence[str], present: Sequence[str]) -> Workloa
 _CSV_CONVERSION = re.compile(r"In CSV column #(\d+): .*?conversion error to (\w+): invalid value '(.*?)'", re.S)
 
 
+def _record_boundary(data: bytes, quoted: bool, first: bool = False) -> int:
+    """Offset just past the last (or, with ``first``, the first) newline that ends a record; 0 if none.
+
+    With ``quoted`` (CSV whose values may hold newlines) a newline ends a record only outside quotes: where
+    the count of quote characters before it is even, since RFC 4180 escapes a quote by doubling it.
+    """
+    if first:
+        pos = data.find(b"\n")
+        while pos >= 0 and quoted and data.count(b'"', 0, pos) % 2:
+            pos = data.find(b"\n", pos + 1)
+        return pos + 1 if pos >= 0 else len(data)
+    pos = data.rfind(b"\n")
+    if not quoted:
+        return pos + 1
+    while pos >= 0 and data.count(b'"', 0, pos) % 2:
+        pos = data.rfind(b"\n", 0, pos)
+    return pos + 1
+
+
 class DataReader:
     """One streaming pass over a labelled data file; see the module docstring."""
 
@@ -234,60 +248,85 @@ class DataReader:
         return self._hasher.bytes_read if self._hasher is not None else None
 
     # -- readers: each yields pyarrow RecordBatches holding only the needed columns ---------------------
+    # pyarrow's streaming readers pull from a Python file object on their own I/O thread, which can abort
+    # the interpreter at exit. Instead this class reads the bytes itself (hashing them on the way), cuts
+    # them at record boundaries and hands each piece to pyarrow's native, multi-threaded parser.
+    def _chunks(self, quoted: bool) -> Iterator[bytes]:
+        """The file's bytes in pieces of about ``block_bytes`` that end on a record boundary."""
+        raw = _open(self.uri)
+        self._hasher = _HashingReader(raw)
+        carry = b""
+        try:
+            while True:
+                block = self._hasher.read(self.block_bytes)
+                if not block:
+                    break
+                data = carry + block if carry else block
+                cut = _record_boundary(data, quoted)
+                if cut <= 0:
+                    carry = data
+                    continue
+                carry = data[cut:]
+                yield data[:cut]
+            if carry.strip():
+                yield carry if carry.endswith(b"\n") else carry + b"\n"
+            self.digest = f"sha256:{self._hasher.sha256.hexdigest()}"
+        finally:
+            self._hasher.close()
+
     def _csv_batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.csv as pcsv
 
-        raw = _open(self.uri)
-        self._hasher = _HashingReader(raw)
         delimiter = "\t" if ".tsv" in self.uri.split("?", 1)[0].lower() else ","
+        quoted = bool(self.text_column)
         types: dict[str, pa.DataType] = {c: pa.float32() for c in self.feature_columns}
         if self.text_column:
             types[self.text_column] = pa.string()
         types[self.spec.target] = pa.string()
-        try:
-            reader = pcsv.open_csv(
-                self._hasher,
-                read_options=pcsv.ReadOptions(block_size=self.block_bytes, use_threads=True),
-                parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=bool(self.text_column)),
-                convert_options=pcsv.ConvertOptions(
-                    include_columns=self.columns,
-                    column_types=types,
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except pa.ArrowKeyError as exc:
-            raise _missing(self.uri, self.columns, self._csv_header()) from exc
-        except pa.ArrowInvalid as exc:
-            raise self._csv_error(exc) from exc
-        try:
-            while True:
+        parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
+        convert = pcsv.ConvertOptions(
+            include_columns=self.columns,
+            column_types=types,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        names: list[str] | None = None
+        for chunk in self._chunks(quoted):
+            if names is None:
+                header_end = _record_boundary(chunk, quoted, first=True)
+                header = chunk[:header_end]
                 try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
+                    names = pcsv.read_csv(pa.BufferReader(header + b"\n"), parse_options=parse).schema.names
                 except pa.ArrowInvalid as exc:
-                    raise self._csv_error(exc) from exc
+                    raise self._csv_error(exc, []) from exc
+                missing = [c for c in self.columns if c not in names]
+                if missing:
+                    raise _missing(self.uri, self.columns, names)
+                chunk = chunk[header_end:]
+                if not chunk.strip():
+                    continue
+            try:
+                table = pcsv.read_csv(
+                    pa.BufferReader(chunk),
+                    read_options=pcsv.ReadOptions(column_names=names, use_threads=True, block_size=1 << 20),
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+            except pa.ArrowInvalid as exc:
+                raise self._csv_error(exc, names) from exc
+            for batch in table.combine_chunks().to_batches():
                 yield batch
-        finally:
-            reader.close()
-        self._hasher.drain()
-        self.digest = f"sha256:{self._hasher.sha256.hexdigest()}"
-        self._hasher.close()
+        if names is None:
+            raise WorkloadError("EmptyData", f"The data at {self.uri} is empty; it needs a header and labelled rows.")
 
-    def _csv_header(self) -> list[str]:
-        import pyarrow.csv as pcsv
-
-        with _open(self.uri) as fh:
-            return pcsv.open_csv(fh).schema.names
-
-    def _csv_error(self, exc: Exception) -> WorkloadError:
+    def _csv_error(self, exc: Exception, names: list[str]) -> WorkloadError:
         text = str(exc)
         if text.startswith("Empty CSV file"):
             return WorkloadError("EmptyData", f"The data at {self.uri} is empty; it needs a header and labelled rows.")
         match = _CSV_CONVERSION.search(text)
         if match:
-            column = self.columns[int(match.group(1))] if int(match.group(1)) < len(self.columns) else "?"
+            index = int(match.group(1))
+            column = names[index] if index < len(names) else "?"
             return WorkloadError(
                 "InvalidFeatures",
                 f"Feature column {column!r} of {self.uri} holds the non-numeric value {match.group(3)!r}; "
@@ -298,10 +337,15 @@ class DataReader:
     def _parquet_batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
 
-        fh = _open(self.uri, compression=None)
+        fs, path = fsspec.core.url_to_fs(self.uri)
+        # A local file goes to pyarrow by path: its native reader needs no Python file object (see _chunks).
+        local = type(fs).__name__ == "LocalFileSystem"
+        fh = None if local else _open(self.uri, compression=None)
+        if local and not fs.exists(path):
+            raise WorkloadError("UnreadableUri", f"There is no data at {self.uri}; check data.uri.")
         try:
             try:
-                pf = pq.ParquetFile(fh)
+                pf = pq.ParquetFile(path if local else fh, pre_buffer=local)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise WorkloadError(
                     "InvalidData", f"{self.uri} is not a readable Parquet file ({exc}); fix data.uri or data.format."
@@ -318,9 +362,10 @@ class DataReader:
                         f"Feature column {column!r} of {self.uri} has type {kind}, not a number; "
                         "feature columns must be numeric: convert it or drop it from data.features.",
                     )
-            yield from pf.iter_batches(batch_size=self.batch_rows, columns=self.columns, use_threads=True)
+            yield from pf.iter_batches(batch_size=self.batch_rows, columns=self.columns, use_threads=local)
         finally:
-            fh.close()
+            if fh is not None:
+                fh.close()
         from modelreuse.runtime.storage import sha256_of
 
         self.digest = f"sha256:{sha256_of(self.uri)}"
@@ -343,33 +388,20 @@ class DataReader:
             else pa.string()
         )
         fields.append(pa.field(self.spec.target, target_type))
-        raw = _open(self.uri)
-        self._hasher = _HashingReader(raw)
-        try:
-            reader = pjson.open_json(
-                self._hasher,
-                read_options=pjson.ReadOptions(block_size=self.block_bytes, use_threads=True),
-                parse_options=pjson.ParseOptions(
-                    explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore"
-                ),
-            )
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                yield batch
-        except pa.ArrowInvalid as exc:
-            text = str(exc).splitlines()[0]
-            reason = "InvalidFeatures" if any(f"/{c})" in text for c in self.feature_columns) else "InvalidData"
-            raise WorkloadError(
-                reason,
-                f"Cannot read {self.uri} as JSON lines ({text}); every line must be one object and feature "
-                "values must be numbers.",
-            ) from exc
-        self._hasher.drain()
-        self.digest = f"sha256:{self._hasher.sha256.hexdigest()}"
-        self._hasher.close()
+        parse = pjson.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+        for chunk in self._chunks(quoted=False):
+            try:
+                table = pjson.read_json(pa.BufferReader(chunk), read_options=pjson.ReadOptions(use_threads=True),
+                                        parse_options=parse)
+            except pa.ArrowInvalid as exc:
+                text = str(exc).splitlines()[0]
+                reason = "InvalidFeatures" if any(f"/{c})" in text for c in self.feature_columns) else "InvalidData"
+                raise WorkloadError(
+                    reason,
+                    f"Cannot read {self.uri} as JSON lines ({text}); every line must be one object and feature "
+                    "values must be numbers.",
+                ) from exc
+            yield from table.combine_chunks().to_batches()
 
     def _first_json_record(self) -> dict[str, Any] | None:
         with _open(self.uri) as fh:
