@@ -10,7 +10,7 @@ and the source's output activation, under the source's output name, so serving n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -208,10 +208,6 @@ def compose(model, feature: str, weight: np.ndarray, bias: np.ndarray, mean: np.
     del out.metadata_props[:]
     for k, v in meta.items():
         out.metadata_props.add(key=k, value=v)
-    opsets = {o.domain: o.version for o in out.opset_import}
-    if opsets.get("", opsets.get("ai.onnx", 0)) < 13:
-        # Softmax over axis 1 of a 2-D tensor means the same at every opset, Gemm and Flatten too.
-        pass
     onnx.checker.check_model(out)
     return out
 
@@ -306,6 +302,7 @@ def adapt_head(
     feature_names: Sequence[str] | None = None,
     feature_output: str | None = None,
     deadline_check=None,
+    budget_left=None,
 ) -> HeadOutcome:
     """Train a new head on the frozen source's features and compose one ONNX graph (see module docstring)."""
     import onnx
@@ -327,6 +324,9 @@ def adapt_head(
         )
     if deadline_check is not None:
         deadline_check()
+    if budget_left is not None:
+        # Computing the features spent part of the attempt's budget; training gets what is left.
+        config = replace(config, max_seconds=max(budget_left(), 0.0))
     mean = features.mean(0)
     std = features.std(0)
     std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
