@@ -12,7 +12,7 @@ Requests: single-row and 64-row OIP v2 JSON, and 64-row binary tensors (the Trit
 server supports it; concurrency 1, 16 and 64. Besides throughput and latency, the server process's CPU time
 per request is recorded: on a shared 2-core machine it is steadier than throughput.
 
-    make bench-venv   # or: python3 -m venv .venv-bench && .venv-bench/bin/pip install kserve onnxruntime tokenizers
+    .venv/bin/python bench/serve_bench.py --setup-kserve   # once: .venv-bench with kserve, onnxruntime, tokenizers
     .venv/bin/python bench/serve_bench.py --kind mlp --duration 5
     .venv/bin/python bench/serve_bench.py --kind minilm --duration 5   # the MiniLM sentiment classifier
 
@@ -198,7 +198,7 @@ def targets(model: dict, work: Path, port: int) -> list[dict]:
         {"name": "bare aiohttp (uvloop)", "cmd": floor + ["--loop", "uvloop"], "binary": False},
     ]
     if not Path(BENCH_PY).exists():
-        print("no .venv-bench: KServe is left out (python3 -m venv .venv-bench && .venv-bench/bin/pip install kserve onnxruntime tokenizers)", file=sys.stderr)
+        print("no .venv-bench: KServe is left out (run bench/serve_bench.py --setup-kserve first)", file=sys.stderr)
         out = [t for t in out if "KServe" not in t["name"]]
     return out
 
@@ -211,7 +211,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=18480)
     parser.add_argument("--only", nargs="*", help="substrings of target names to run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--setup-kserve", action="store_true", help="create .venv-bench with kserve (its pins clash with ours) and exit")
     args = parser.parse_args()
+    if args.setup_kserve:
+        subprocess.run([sys.executable, "-m", "venv", str(ROOT / ".venv-bench")], check=True)
+        subprocess.run([BENCH_PY, "-m", "pip", "install", "-q", "kserve", "onnxruntime", "tokenizers"], check=True)
+        return 0
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package wrk; tools/install-debs.sh installs it)", file=sys.stderr)
         return 2

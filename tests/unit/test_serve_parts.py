@@ -243,3 +243,35 @@ def test_capture_writes_everything_accepted_and_counts_drops(tmp_path: pathlib.P
         assert json.loads(rows[4]["inputs"])["input"] == [[4.0, 4.0]]
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(5)]
     assert writer.stats() == {"written": 5, "dropped": 3, "queued": 0, "failed": 0}
+
+
+@pytest.mark.parametrize("cost_s, inline", [(1e-5, True), (1.0, False)], ids=["cheap-inline", "costly-thread"])
+def test_cheap_batches_run_on_the_event_loop_and_costly_ones_in_the_thread(cost_s, inline):
+    fn = Doubler()
+    threads = []
+
+    def recording(inputs, rows):
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return fn(inputs, rows)
+
+    async def main():
+        batcher = Batcher(recording, max_batch_size=4, max_delay_s=0.0, cost=lambda rows: cost_s * rows, inline_budget_s=1e-3)
+        batcher.start()
+        futures = []
+        for i in range(6):
+            batcher.enter()
+            futures.append(batcher.submit({"x": np.full((1, 1), float(i))}, 1))
+        results = await asyncio.gather(*futures)
+        batcher.close()
+        return batcher.inline_batches, results
+
+    inline_batches, results = run(main())
+    assert [r.outputs[0].item() for r in results] == [2.0 * i for i in range(6)]
+    assert sorted(r for b in fn.batches for r in b) == [1] * 6
+    assert all(sum(b) <= 4 for b in fn.batches)
+    if inline:
+        assert inline_batches == len(fn.batches) and set(threads) == {"MainThread"}
+    else:
+        assert inline_batches == 0 and set(threads) == {"modelreuse-infer"}

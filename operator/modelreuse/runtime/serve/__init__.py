@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capture-queue", type=int, default=10_000, help="captured records held before dropping")
     parser.add_argument("--max-body-bytes", type=int, default=16 << 20, help="larger request bodies get 413")
     parser.add_argument("--intra-op-threads", type=int, default=1, help="onnxruntime threads per batch")
+    parser.add_argument(
+        "--inline-us", type=int, default=300,
+        help="batches the warm-up says take less than this many microseconds run on the event loop, not the "
+        "inference thread (0: always the thread)",
+    )
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     parser.add_argument("--drain-seconds", type=float, default=0.0, help="seconds to stay up not-ready after SIGTERM")
     parser.add_argument("--log-level", default="INFO", help="logging level")
@@ -110,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
             exc = WorkloadError("InvalidTask", f"--{name.replace('_', '-')} must be at least 1.")
             emit(WorkloadResult(ok=False, command="serve", reason=exc.reason, message=exc.message))
             return exc.exit_code
+    if args.inline_us < 0:
+        exc = WorkloadError("InvalidTask", "--inline-us must be 0 or more.")
+        emit(WorkloadResult(ok=False, command="serve", reason=exc.reason, message=exc.message))
+        return exc.exit_code
     try:
         import uvloop
     except ImportError:  # the plain asyncio loop works, a little slower
@@ -170,7 +179,8 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
         served = model_mod.load(
             source, name=task.name, version=task.version, device=task.device, intra_op_threads=args.intra_op_threads
         )
-        return served, reference
+        cost = served.warm_up(task.batching.max_batch_size) if args.inline_us > 0 else None
+        return served, reference, cost
 
     loading = loop.run_in_executor(None, load)
     waiting = asyncio.ensure_future(stop.wait())
@@ -181,9 +191,10 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
         emit(WorkloadResult(ok=False, command="serve", reason="InvalidTask", message="Stopped before the model was loaded."))
         return 0
     try:
-        served, reference = loading.result()
+        served, reference, cost = loading.result()
         server.config.reference_stats = reference
-        await server.attach(served)
+        server.config.inline_us = args.inline_us
+        await server.attach(served, cost)
     except WorkloadError as exc:
         waiting.cancel()
         server.load_error = exc.message

@@ -58,6 +58,7 @@ class ServeConfig:
     feedback_capacity: int = 100_000
     accuracy_window: int = 1000
     reference_stats: dict | None = None
+    inline_us: int = 300
     extra: dict = field(default_factory=dict)
 
 
@@ -100,8 +101,11 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    async def attach(self, model: ServedModel) -> None:
-        """Start serving a loaded model: batcher thread, feedback store, capture writer, then ready."""
+    async def attach(self, model: ServedModel, cost=None) -> None:
+        """Start serving a loaded model: batcher thread, feedback store, capture writer, then ready.
+
+        ``cost`` (rows -> seconds, from ``ServedModel.warm_up``) lets cheap batches run on the event loop.
+        """
         cfg = self.config
         self.model = model
         m = self.metrics
@@ -127,6 +131,8 @@ class Server:
             max_delay_s=cfg.max_delay_us / 1e6,
             on_batch=batch_hist.observe,
             batchable=model.batchable,
+            cost=cost,
+            inline_budget_s=cfg.inline_us / 1e6,
         )
         self.batcher.start()
         m.queue_depth = lambda: self.batcher.queue_depth

@@ -1,11 +1,14 @@
-"""Dynamic batching: requests queued on the event loop, run together in one inference thread.
+"""Dynamic batching: requests queued on the event loop, run together in batches.
 
 When to run a batch: as soon as it holds ``max_batch_size`` rows; otherwise once the event loop has
 read every request that was already waiting (one loop turn), so a lone request is not held back; and
 while handlers that have started but not yet queued their tensors are still on the way, the batch waits
-for them at most ``max_delay`` seconds. While the inference thread is busy, requests pile up and run
-together next. The thread concatenates inputs, runs the session, splits outputs and computes the
-per-batch statistics (predicted classes, feature sums), so the event loop only parses and answers.
+for them at most ``max_delay`` seconds. While a batch runs, requests pile up and run together next.
+
+Where a batch runs: in the single inference thread, which concatenates inputs, runs the session, splits
+outputs and computes the per-batch statistics; or, when the model's measured cost for that many rows is
+below ``inline_budget_s``, right on the event loop: for a small model a thread hand-off (a wake-up each way
+and a wait for the GIL) costs more than the inference itself.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Batcher:
         max_delay_s: float,
         on_batch: Callable[[int], None] | None = None,
         batchable: bool = True,
+        cost: Callable[[int], float] | None = None,
+        inline_budget_s: float = 0.0,
     ):
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size if batchable else 1
@@ -57,6 +62,10 @@ class Batcher:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
+        # rows -> expected seconds of one batch (from the warm-up); None: always use the thread.
+        self._cost = cost
+        self.inline_budget_s = inline_budget_s
+        self.inline_batches = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -132,7 +141,16 @@ class Batcher:
         self._busy = True
         if self._on_batch is not None:
             self._on_batch(rows)
-        self._jobs.put(take)
+        if self._cost is not None and self._cost(rows) <= self.inline_budget_s:
+            self.inline_batches += 1
+            try:
+                results, error = self._run_batch([t[0] for t in take], [t[1] for t in take]), None
+            except Exception as exc:  # delivered to each caller, who answers 5xx
+                log.exception("inference failed on a batch of %d requests", len(take))
+                results, error = None, exc
+            self._done(take, results, error, inline=True)
+        else:
+            self._jobs.put(take)
 
     def _worker(self) -> None:
         loop = self._loop
@@ -148,7 +166,7 @@ class Batcher:
                 results, error = None, exc
             loop.call_soon_threadsafe(self._done, take, results, error)
 
-    def _done(self, take, results, error) -> None:
+    def _done(self, take, results, error, inline: bool = False) -> None:
         if error is None:
             for (_, _, fut), result in zip(take, results):
                 if fut.done():
@@ -163,7 +181,12 @@ class Batcher:
                     fut.set_exception(error)
         self._busy = False
         if self._pending:
-            if self._pending_rows >= self.max_batch_size or self.arriving == 0:
+            if inline:
+                # Not from here: a run of inline batches would recurse; the next loop turn picks them up.
+                if not self._scheduled:
+                    self._scheduled = True
+                    self._loop.call_soon(self._turn)
+            elif self._pending_rows >= self.max_batch_size or self.arriving == 0:
                 self._dispatch()
             else:
                 self._turn()

@@ -152,6 +152,43 @@ class ServedModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.output_names, feeds)
 
+    def _dummy(self, rows: int) -> dict:
+        if self.text:
+            return {TEXT_INPUT: ["warm up the model"] * rows}
+        feeds = {}
+        for spec in self.inputs:
+            dtype = NP_DTYPES.get(spec.datatype)
+            if dtype is None:
+                raise ValueError(f"no dummy for {spec.datatype}")
+            shape = [rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)]
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        return feeds
+
+    def warm_up(self, max_rows: int, repeats: int = 5):
+        """Run the model on dummy batches (first runs are slow) and return rows -> expected seconds, or
+        None when the model cannot be run on zeros (it then always runs in the inference thread)."""
+        import time
+
+        sizes = sorted({1, max(1, max_rows)}) if self.batchable else [1]
+        seconds = {}
+        try:
+            for rows in sizes:
+                feeds = self._dummy(rows)
+                self.run(self.feeds(feeds))
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    self.run(self.feeds(feeds))
+                    best = min(best, time.perf_counter() - start)
+                seconds[rows] = best
+        except Exception as exc:  # a model with inputs zeros cannot satisfy still serves, threaded
+            log.info("warm-up skipped (%s); every batch runs in the inference thread", exc)
+            return None
+        low, high = sizes[0], sizes[-1]
+        slope = (seconds[high] - seconds[low]) / (high - low) if high > low else 0.0
+        log.info("warm-up: %d row(s) %.0f us, %d rows %.0f us", low, seconds[low] * 1e6, high, seconds[high] * 1e6)
+        return lambda rows: seconds[low] + slope * (rows - low)
+
 
 def load(
     source: ModelSource,

@@ -185,7 +185,8 @@ def _binary_tensor(datatype: str, shape: tuple[int, ...], raw: memoryview, where
             f"{where}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes but "
             f"binary_data_size is {len(raw)}.",
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    # A copy: the slice of the body is read-only and unaligned, which onnxruntime would copy more slowly.
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
 def _header_length(value: str | None, body_length: int) -> int | None:
