@@ -345,7 +345,7 @@ class DataReader:
             raise WorkloadError("UnreadableUri", f"There is no data at {self.uri}; check data.uri.")
         try:
             try:
-                pf = pq.ParquetFile(path if local else fh, pre_buffer=local)
+                pf = pq.ParquetFile(path if local else fh, pre_buffer=False)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise WorkloadError(
                     "InvalidData", f"{self.uri} is not a readable Parquet file ({exc}); fix data.uri or data.format."
@@ -362,7 +362,12 @@ class DataReader:
                         f"Feature column {column!r} of {self.uri} has type {kind}, not a number; "
                         "feature columns must be numeric: convert it or drop it from data.features.",
                     )
-            yield from pf.iter_batches(batch_size=self.batch_rows, columns=self.columns, use_threads=local)
+            # One row group at a time: asked for all, pyarrow may buffer several ahead and memory grows with
+            # the file.
+            for group in range(pf.num_row_groups):
+                yield from pf.iter_batches(
+                    batch_size=self.batch_rows, row_groups=[group], columns=self.columns, use_threads=local
+                )
         finally:
             if fh is not None:
                 fh.close()
