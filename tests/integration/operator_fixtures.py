@@ -65,6 +65,8 @@ class Operator:
                 "--job-node-selector", TEST_KUBELET, "--resync-seconds", "3", "--result-grace-seconds", "20",
                 "--metrics-port", str(self.port), "--webhook-port", str(self.port),
                 "--watch-server-timeout", "60", "--watch-client-timeout", "70", *self.extra_args]
+        if os.environ.get("MODELREUSE_OPERATOR_VERBOSE"):
+            args.append("--verbose")
         for ns in self.namespaces:
             args += ["-n", ns]
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "MODELREUSE_WEBHOOK_TOKEN": TOKEN, **self.env}
