@@ -111,7 +111,7 @@ def adapt(task: AdaptTask, out: str, *, device: str = "auto", clock: Callable[[]
         if text:
             tokenizer = modelio.load_tokenizer(task.source)
     else:
-        model = modelio.load_model(task.source, device="cpu" if device == "cpu" else "auto")
+        model = modelio.load_model(task.source, device=device)  # type: ignore[arg-type]
         source_digest = model.digest
         if text:
             raise WorkloadError(

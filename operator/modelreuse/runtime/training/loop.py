@@ -13,6 +13,8 @@ import numpy as np
 
 VALIDATION_FRACTION = 0.15
 BATCH_SIZE = 64
+# Below this many trainable parameters a CPU step runs on one thread.
+SMALL_MODEL_PARAMETERS = 1_000_000
 
 
 @dataclass
@@ -99,15 +101,34 @@ def fit(
     """
     import torch
 
+    params = trainable if trainable is not None else [p for p in module.parameters() if p.requires_grad]
+    threads = torch.get_num_threads()
+    if config.device == "cpu" and sum(p.numel() for p in params) < SMALL_MODEL_PARAMETERS:
+        # A small model's steps are too short to split across threads: the threads' hand-offs cost more
+        # than the arithmetic, and on a busy node they cost ten times over.
+        torch.set_num_threads(1)
+    try:
+        return _fit(module, tensors_of(inputs), inputs, y, n_classes, config, loss_of, params, clock)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def tensors_of(inputs: dict[str, np.ndarray] | np.ndarray) -> dict[str, Any]:
+    import torch
+
+    arrays = inputs if isinstance(inputs, dict) else {"x": inputs}
+    return {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def _fit(module, tensors, inputs, y, n_classes, config, loss_of, params, clock) -> FitResult:
+    import torch
+
     start = clock()
     device = torch.device(config.device)
     gen = torch.Generator().manual_seed(config.seed)
     train_idx, val_idx = validation_split(y, config.seed)
-    arrays = inputs if isinstance(inputs, dict) else {"x": inputs}
-    tensors = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
     targets = torch.as_tensor(y, dtype=torch.long)
     weights = torch.as_tensor(class_weights(y[train_idx], n_classes), dtype=torch.float32, device=device)
-    params = trainable if trainable is not None else [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     result = FitResult(train_rows=len(train_idx), validation_rows=len(val_idx), class_weights=weights.tolist())
 
