@@ -43,5 +43,8 @@ test-unit: venv
 test-integration: setup
 	$(PY) -m pytest tests/integration
 
+demo: venv
+	$(PY) -m modelreuse demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache

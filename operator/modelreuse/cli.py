@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("modelreuse.runtime.evaluate", "score a model on the new domain's labelled holdout"),
     "serve": ("modelreuse.runtime.serve", "serve a model over the Open Inference Protocol v2"),
     "adapt": ("modelreuse.runtime.adapt", "fine-tune a model on the new domain's data into a new ONNX version"),
+    "run": ("modelreuse.local.demo", "run a ModelReuse YAML on this machine, without a cluster"),
+    "demo": ("modelreuse.local.demo", "run the bike-share reuse scenario end to end on this machine"),
 }
 
 

@@ -79,6 +79,10 @@ class DriftMonitor:
                 names = list(feats)
                 mean = [float(feats[n]["mean"]) for n in names]
                 std = [float(feats[n]["std"]) for n in names]
+            elif feats and isinstance(feats[0], dict):  # evaluate's feature-stats.json
+                names = [str(f["name"]) for f in feats]
+                mean = [float(f["mean"]) for f in feats]
+                std = [float(f["std"]) for f in feats]
             else:
                 names = [str(n) for n in feats]
                 mean = [float(v) for v in doc["mean"]]
