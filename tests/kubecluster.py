@@ -321,6 +321,11 @@ class KubeCluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_key}",
+            # With WatchList on (the 1.34 default), a watch from resourceVersion "" or "0" is served as a
+            # streaming watch-list, which needs etcd >= 3.4.31 (RequestWatchProgress); Debian's etcd is
+            # 3.4.23, so such watches (kwok's, kopf's) would end at once with an error and clients would
+            # re-list with back-off, seeing changes tens of seconds late. Plain watches instead.
+            "--feature-gates=WatchList=false",
             "--profiling=false",
             "--v=1",
         ])
