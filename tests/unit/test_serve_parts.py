@@ -275,3 +275,23 @@ def test_cheap_batches_run_on_the_event_loop_and_costly_ones_in_the_thread(cost_
         assert inline_batches == len(fn.batches) and set(threads) == {"MainThread"}
     else:
         assert inline_batches == 0 and set(threads) == {"modelreuse-infer"}
+
+
+def test_a_caller_that_hung_up_leaves_the_queue_without_a_model_run():
+    fn = Doubler()
+
+    async def main():
+        batcher = Batcher(fn, max_batch_size=64, max_delay_s=0.0)
+        batcher.start()
+        futures = []
+        for i in range(3):
+            batcher.enter()
+            futures.append(batcher.submit({"x": np.full((1, 1), float(i))}, 1))
+        futures[1].cancel()  # what aiohttp's handler cancellation does when a client disconnects
+        first, last = await futures[0], await futures[2]
+        batcher.close()
+        return first, last
+
+    first, last = run(main())
+    assert fn.batches == [[1, 1]]
+    assert (first.outputs[0].item(), last.outputs[0].item()) == (0.0, 4.0)

@@ -156,7 +156,12 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
         capture_queue=args.capture_queue,
     )
     server = Server(task.name, task.version, config)
-    runner = web.AppRunner(build_app(server), access_log=None, handle_signals=False, shutdown_timeout=args.shutdown_timeout)
+    # handler_cancellation: a client that hangs up cancels its request, which then leaves the batch queue
+    # instead of costing a model run nobody reads (a backlog of those would stall a slow model for minutes).
+    runner = web.AppRunner(
+        build_app(server), access_log=None, handle_signals=False, shutdown_timeout=args.shutdown_timeout,
+        handler_cancellation=True,
+    )
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     try:

@@ -130,6 +130,14 @@ class Batcher:
             self._timer = None
         take, rows = [], 0
         pending = self._pending
+        if any(p[2].done() for p in pending):
+            # Callers that hung up (their futures are cancelled) are not worth a model run.
+            kept = [p for p in pending if not p[2].done()]
+            pending[:] = kept
+            self._pending_rows = sum(p[1] for p in kept)
+            if not pending:
+                self._idle.set()
+                return
         # Always take at least one request, even one larger than max_batch_size (it runs alone).
         i = 0
         while i < len(pending) and (i == 0 or rows + pending[i][1] <= self.max_batch_size):
