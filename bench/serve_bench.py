@@ -214,6 +214,11 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, default=18480)
     parser.add_argument("--only", nargs="*", help="substrings of target names to run")
+    parser.add_argument(
+        "--rounds", type=int, default=0,
+        help="instead of the grid: the headline case (single-row JSON, highest --concurrency) in N rounds, "
+        "all servers up at once and taking turns, medians reported (steadier on a shared machine)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--setup-kserve", action="store_true", help="create .venv-bench with kserve (its pins clash with ours) and exit")
     args = parser.parse_args()
@@ -228,12 +233,13 @@ def main() -> int:
     model = build_mlp(work) if args.kind == "mlp" else build_minilm(work)
     bodies = payloads(args.kind, work)
     scripts = {name: wrk_script(work, path, hl) for name, (path, hl) in bodies.items()}
+    if args.rounds:
+        return headline(args, model, work, bodies, scripts)
     results = []
     for target in targets(model, work, args.port):
         if args.only and not any(s in target["name"] for s in args.only):
             continue
-        env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-        proc = subprocess.Popen(target["cmd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+        proc = _start(target)
         url = f"http://127.0.0.1:{args.port}/v2/models/bench/infer"
         try:
             path, hl = bodies["json-1"]
@@ -249,15 +255,65 @@ def main() -> int:
                     results.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
         finally:
-            proc.send_signal(signal.SIGINT if "KServe" in target["name"] else signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(target, proc)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"serve-{args.kind}.json").write_text(json.dumps(results, indent=1))
+    print(markdown(results, args.kind))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _start(target: dict) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen(target["cmd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+
+
+def _stop(target: dict, proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT if "KServe" in target["name"] else signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def headline(args, model: dict, work: Path, bodies: dict, scripts: dict) -> int:
+    """Every server up at once on its own port; rounds of one wrk run each, in rotating order."""
+    names = [t["name"] for t in targets(model, work, 0) if not args.only or any(s in t["name"] for s in args.only)]
+    running = []
+    try:
+        for i, name in enumerate(names):
+            port = args.port + 10 * i
+            target = next(t for t in targets(model, work, port) if t["name"] == name)
+            proc = _start(target)
+            url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+            running.append((target, proc, url))
+        for target, proc, url in running:
+            path, hl = bodies["json-1"]
+            wait_answering(url, path.read_bytes(), hl, proc)
+            subprocess.run(["wrk", "-t1", "-c16", "-d1s", "-s", str(scripts["json-1"]), url], capture_output=True)
+        c = max(args.concurrency)
+        samples: dict[str, list[dict]] = {t["name"]: [] for t, _, _ in running}
+        for r in range(args.rounds):
+            order = running[r % len(running):] + running[: r % len(running)]
+            for target, proc, url in order:
+                row = run_wrk(url, scripts["json-1"], c, args.duration, proc.pid)
+                samples[target["name"]].append(row)
+                print(json.dumps({"round": r, "target": target["name"], **row}), file=sys.stderr, flush=True)
+    finally:
+        for target, proc, _ in running:
+            _stop(target, proc)
+    results = []
+    for name, rows in samples.items():
+        med = {k: float(np.median([x[k] for x in rows])) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
+        results.append({"target": name, "payload": "json-1", "concurrency": max(args.concurrency), **med,
+                        "requests": sum(x["requests"] for x in rows), "rounds": len(rows),
+                        "non2xx": sum(x["non2xx"] for x in rows), "socket_errors": sum(x["socket_errors"] for x in rows)})
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"serve-{args.kind}-headline.json").write_text(json.dumps({"samples": samples, "medians": results}, indent=1))
+    print(f"Medians of {args.rounds} rounds of {args.duration:g} s, single-row JSON, concurrency {max(args.concurrency)}:\n")
     print(markdown(results, args.kind))
     shutil.rmtree(work, ignore_errors=True)
     return 0
