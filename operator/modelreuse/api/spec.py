@@ -213,6 +213,13 @@ class AdaptationSpec(ApiModel):
         description="For strategy full: fine-tune only the last N layers. All layers when omitted.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of weight initialisation and shuffling.")
+    feature_output: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="For strategy head: the ONNX tensor the new head trains on. Defaults to the model's "
+        "modelreuse.feature_output metadata, else the input of its last linear layer.",
+    )
 
 
 class ResourceRequirements(ApiModel):

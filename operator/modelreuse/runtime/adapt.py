@@ -156,7 +156,7 @@ def adapt(task: AdaptTask, out: str, *, device: str = "auto", clock: Callable[[]
 
         outcome = adapt_head(
             payload, rows, labels, config, tokenizer=tokenizer, feature_names=task.data.features,
-            feature_output=task.feature_output, deadline_check=deadline_check,
+            feature_output=task.feature_output or task.adaptation.feature_output, deadline_check=deadline_check,
             budget_left=lambda: spec.max_seconds - (clock() - start),
         )
         details = {
