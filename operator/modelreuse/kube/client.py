@@ -29,6 +29,13 @@ def load_config(kubeconfig: str | None = None) -> None:
         config.load_kube_config()
 
 
+def _done(response: Any) -> None:
+    """Discard an answer without turning it into client models (that costs more than the call) and give
+    the connection back to the pool."""
+    response.drain_conn()
+    response.release_conn()
+
+
 class Kube:
     """The few API calls the operator makes, each async."""
 
@@ -48,14 +55,15 @@ class Kube:
         kind, meta = manifest["kind"], manifest["metadata"]
         ns, name = meta["namespace"], meta["name"]
         if kind == "Deployment":
-            self.apps.patch_namespaced_deployment(
+            _done(self.apps.patch_namespaced_deployment(
                 name, ns, manifest, field_manager=FIELD_MANAGER, force=True,
-                _content_type="application/apply-patch+yaml",
-            )
+                _content_type="application/apply-patch+yaml", _preload_content=False,
+            ))
             return "applied"
         create = {"Job": self.batch.create_namespaced_job, "Service": self.core.create_namespaced_service}[kind]
         try:
-            create(ns, manifest, field_manager=FIELD_MANAGER)
+            # The answer is not read: turning it into client models costs more than the call itself.
+            _done(create(ns, manifest, field_manager=FIELD_MANAGER, _preload_content=False))
         except ApiException as exc:
             if exc.status == 409:  # a restarted operator finds what it made before: deterministic names
                 return "exists"
@@ -74,16 +82,22 @@ class Kube:
         return await asyncio.to_thread(get)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name,
-            {"status": patch}, _content_type="application/merge-patch+json",
-        )
+        def call() -> None:
+            _done(self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": patch},
+                _content_type="application/merge-patch+json", _preload_content=False,
+            ))
+
+        await asyncio.to_thread(call)
 
     async def annotate(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
-            {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json",
-        )
+        def call() -> None:
+            _done(self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}},
+                _content_type="application/merge-patch+json", _preload_content=False,
+            ))
+
+        await asyncio.to_thread(call)
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         def read() -> str | None:

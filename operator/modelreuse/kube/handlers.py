@@ -38,7 +38,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
     (reconciler, metrics, kube) once the operator starts."""
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
+    async def login(**kwargs: Any) -> Any:
         # The same credentials the API client loaded (in-cluster, or the kubeconfig given).
         return kopf.login_via_client(**kwargs)
 
@@ -54,31 +54,31 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
 
     # -- indices: what the reconciler reads instead of the API server
     @kopf.index("batch", "v1", "jobs", labels=MANAGED, id="mr_jobs", registry=registry)
-    def mr_jobs(body, namespace, labels, **_):
+    async def mr_jobs(body, namespace, labels, **_):
         key = _owner_key(namespace, labels)
         return {key: job_summary(body)} if key else {}
 
     @kopf.index("", "v1", "pods", labels=MANAGED, id="mr_pods", registry=registry)
-    def mr_pods(body, namespace, labels, **_):
+    async def mr_pods(body, namespace, labels, **_):
         job = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
         return {(namespace, job): pod_summary(body)} if job else {}
 
     @kopf.index("apps", "v1", "deployments", labels=MANAGED, id="mr_deployments", registry=registry)
-    def mr_deployments(body, namespace, labels, **_):
+    async def mr_deployments(body, namespace, labels, **_):
         key = _owner_key(namespace, labels)
         return {key: deployment_summary(body)} if key else {}
 
     @kopf.index("", "v1", "services", labels=MANAGED, id="mr_services", registry=registry)
-    def mr_services(body, namespace, labels, name, **_):
+    async def mr_services(body, namespace, labels, name, **_):
         key = _owner_key(namespace, labels)
         return {key: {"name": name, "uid": owner_uid(body)}} if key else {}
 
     @kopf.index(*MR, id="mr_names", registry=registry)
-    def mr_names(namespace, name, **_):
+    async def mr_names(namespace, name, **_):
         return {(namespace, ch.child_name(name)): name}
 
     @kopf.index(*MR, id="mr_triggers", registry=registry)
-    def mr_triggers(namespace, name, spec, status, **_):
+    async def mr_triggers(namespace, name, spec, status, **_):
         rt = spec.get("retraining") or {}
         return {(namespace, name): {
             "alerts": tuple(rt.get("alerts") or ()),
@@ -110,9 +110,13 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
         if real is not None:
             state["reconciler"].poke((namespace, real), _indices(kwargs))
 
+    # Only changes the core acts on poke the owner: a finished Job, a terminated pod, any Deployment change.
+    # (A Job or pod merely appearing changes nothing; a lost Service is recreated by the resync.)
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
-    async def job_event(namespace, labels, **kwargs):
-        poke_owner(namespace, labels, kwargs)
+    async def job_event(namespace, labels, status, **kwargs):
+        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in status.get("conditions") or []):
+            poke_owner(namespace, labels, kwargs)
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
     async def pod_event(namespace, labels, status, **kwargs):
@@ -123,10 +127,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
     async def deployment_event(namespace, labels, **kwargs):
-        poke_owner(namespace, labels, kwargs)
-
-    @kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry)
-    async def service_event(namespace, labels, **kwargs):
         poke_owner(namespace, labels, kwargs)
 
 
