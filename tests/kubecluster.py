@@ -23,7 +23,7 @@ Users (static token file; the API server reads it only at start):
 * ``developer``: group ``modelreuse:developers``.
 
 ``add_token_user(name, groups)`` returns a pre-created user, or adds a new one by restarting the API
-server (a few seconds; etcd keeps all state).
+server (about 20 s; etcd keeps all state).
 
 From Python::
 

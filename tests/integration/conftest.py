@@ -9,7 +9,7 @@ and Established:
   (no groups: only what RBAC grants) and ``developer`` (group ``modelreuse:developers``),
 * ``cluster.kubectl(*args, user=None, input=None, check=False, timeout=120)`` -> CompletedProcess (text),
 * ``cluster.apply(yaml_text, user=None)``, ``cluster.env(user=None)`` (os.environ + KUBECONFIG),
-* ``cluster.add_token_user(name, groups)`` (a new name restarts kube-apiserver),
+* ``cluster.add_token_user(name, groups)`` (a new name restarts kube-apiserver, about 20 s),
 * ``cluster.bin_dir`` (kubectl and the others), ``cluster.version`` (e.g. v1.34.4), ``cluster.workdir``
   (logs/ holds every component's log).
 
