@@ -30,9 +30,11 @@ $(VENV)/.installed: pyproject.toml tools/requirements-nodeps.txt
 
 kube-tools:
 	bash tools/kube/build.sh
+	bash tools/helm/build.sh
 
 crd: venv
 	$(PY) -m modelreuse crd > crds/modelreuse.io_modelreuses.yaml
+	cp crds/modelreuse.io_modelreuses.yaml charts/modelreuse/crds/
 
 test: setup
 	$(PY) -m pytest
