@@ -295,3 +295,17 @@ def test_a_caller_that_hung_up_leaves_the_queue_without_a_model_run():
     first, last = run(main())
     assert fn.batches == [[1, 1]]
     assert (first.outputs[0].item(), last.outputs[0].item()) == (0.0, 4.0)
+
+
+def test_drift_reads_the_feature_stats_evaluate_writes():
+    from modelreuse.runtime.evaluate import FeatureStats
+
+    rng = np.random.default_rng(1)
+    stats = FeatureStats(["hr", "temp"])
+    stats.update(np.column_stack([rng.normal(12, 4, 5000), rng.normal(20, 5, 5000)]))
+    doc = json.loads(json.dumps(stats.to_dict()))
+    drift = DriftMonitor.from_document(doc, width=2)
+    assert drift.features == ["hr", "temp"]
+    drift.update(np.column_stack([rng.normal(12, 4, 5000), rng.normal(30, 5, 5000)]))
+    per = drift.per_feature()
+    assert per[0] < 0.1 and per[1] == pytest.approx(2.0, abs=0.1)

@@ -217,7 +217,11 @@ def test_feedback_drives_live_accuracy_and_metrics_pass_promtool(mlp_server, mod
 
 def test_text_model_tokenizes_bytes_on_the_server(models, tmp_path):
     model = models / "text" / "text.onnx"
-    with ServerProcess(["--model", str(model), "--name", "tweets", "--labels", *TEXT_LABELS], termination_log=tmp_path / "t") as server:
+    # evaluate records the text length for text models; the server compares live text lengths with it.
+    reference = tmp_path / "feature-stats.json"
+    reference.write_text(json.dumps({"format": 1, "features": [{"name": "textLength", "count": 100, "mean": 10.0, "std": 5.0}]}))
+    args = ["--model", str(model), "--name", "tweets", "--labels", *TEXT_LABELS, "--reference-stats", str(reference)]
+    with ServerProcess(args, termination_log=tmp_path / "t") as server:
         server.wait_ready()
         c = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
         meta = c.get_model_metadata("tweets")
@@ -241,9 +245,24 @@ def test_text_model_tokenizes_bytes_on_the_server(models, tmp_path):
             {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
         )
         assert (status, doc["reason"]) == (400, "DatatypeMismatch")
+        # Texts of 11-33 characters against a reference mean of 10 (std 5): a clear positive shift.
+        drift = [line for line in get_text(server.url + "/metrics").splitlines() if line.startswith("modelreuse_input_drift_score")]
+        assert len(drift) == 1 and float(drift[0].rsplit(" ", 1)[1]) > 0.5
         c.close()
         code, result = server.stop()
     assert code == 0 and result["ok"] and result["extra"]["inferences"] == 4
+
+
+def test_missing_reference_stats_only_turn_the_drift_score_off(models, tmp_path):
+    args = ["--model", str(models / "mlp.onnx"), "--name", "bikes", "--reference-stats", str(tmp_path / "absent.json")]
+    with ServerProcess(args, termination_log=tmp_path / "t") as server:
+        server.wait_ready()
+        status, _, _ = post_json(server.url + "/v2/models/bikes/infer", _one_row())
+        assert status == 200
+        assert "modelreuse_input_drift_score" not in get_text(server.url + "/metrics")
+        code, result = server.stop()
+    assert code == 0 and result["ok"]
+    assert any("no drift score" in line for line in server.stderr_lines)
 
 
 def test_digest_mismatch_refuses_to_become_ready(models, tmp_path):

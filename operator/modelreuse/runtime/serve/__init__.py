@@ -128,15 +128,22 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(task, args))
 
 
-def _load_reference(uri: str) -> dict:
+def _load_reference(uri: str) -> dict | None:
+    """The evaluation-time feature statistics, or None (logged) when they cannot be read: a missing drift
+    gauge must not keep a model from serving."""
     from modelreuse.runtime import storage
 
     try:
         doc = json.loads(storage.read_bytes(uri))
+    except WorkloadError as exc:
+        log.warning("no drift score: %s", exc.message)
+        return None
     except ValueError as exc:
-        raise WorkloadError("InvalidTask", f"The reference statistics at {uri} are not JSON ({exc}).") from None
+        log.warning("no drift score: the reference statistics at %s are not JSON (%s)", uri, exc)
+        return None
     if not isinstance(doc, dict):
-        raise WorkloadError("InvalidTask", f"The reference statistics at {uri} must be a JSON object.")
+        log.warning("no drift score: the reference statistics at %s are not a JSON object", uri)
+        return None
     return doc
 
 
@@ -184,6 +191,11 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
         served = model_mod.load(
             source, name=task.name, version=task.version, device=task.device, intra_op_threads=args.intra_op_threads
         )
+        if task.text_input and not served.text:
+            raise WorkloadError(
+                "ModelInputMismatch",
+                f"The task serves text but the model at {source.uri} takes no input_ids; serve the text model.",
+            )
         cost = served.warm_up(task.batching.max_batch_size) if args.inline_us > 0 else None
         return served, reference, cost
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelreuse import __version__
+from modelreuse.runtime.errors import WorkloadError
 from modelreuse.runtime.serve import openapi
 from modelreuse.runtime.serve.batcher import Batcher, BatchResult, concat_rows
 from modelreuse.runtime.serve.capture import CaptureWriter
@@ -112,9 +113,14 @@ class Server:
         m.digest = model.digest
         m.class_names = list(model.labels) or [str(i) for i in range(model.num_classes or 0)]
         m.predictions = np.zeros(max(len(m.class_names), 1), dtype=np.int64)
-        if cfg.reference_stats is not None and not model.text:
-            width = model.inputs[0].shape[1] if len(model.inputs[0].shape) == 2 else None
-            self.drift = m.drift = DriftMonitor.from_document(cfg.reference_stats, width)
+        if cfg.reference_stats is not None:
+            # Text models are compared on text length (evaluate records "textLength" for them).
+            width = 1 if model.text else (model.inputs[0].shape[1] if len(model.inputs[0].shape) == 2 else None)
+            try:
+                self.drift = m.drift = DriftMonitor.from_document(cfg.reference_stats, width)
+            except WorkloadError as exc:
+                # Serving matters more than the drift gauge: say why it is missing and go on.
+                log.warning("no drift score: %s", exc.message)
         self.feedback = FeedbackStore(model.labels, capacity=cfg.feedback_capacity, window=cfg.accuracy_window)
         m.accuracy = self.feedback.accuracy
         if cfg.capture_uri and cfg.capture_rate > 0:
@@ -173,9 +179,12 @@ class Server:
                 predicted = scores.argmax(axis=1)
                 self.metrics.count_predictions(predicted)
         if self.drift is not None:
-            first = feeds[model.model_inputs[0].name]
-            if first.ndim == 2:
-                self.drift.update(first)
+            if model.text:
+                self.drift.update(np.fromiter(map(len, joined[TEXT_INPUT]), dtype=np.float64).reshape(-1, 1))
+            else:
+                first = feeds[model.model_inputs[0].name]
+                if first.ndim == 2:
+                    self.drift.update(first)
         if len(batch) == 1:
             return [BatchResult(outputs, predicted)]
         results = []

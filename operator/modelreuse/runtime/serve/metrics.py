@@ -72,10 +72,15 @@ class DriftMonitor:
 
     @classmethod
     def from_document(cls, doc: dict, width: int | None) -> DriftMonitor:
-        """Accepts {"features": [...], "mean": [...], "std": [...]} or {"features": {name: {"mean", "std"}}}."""
+        """Accepts evaluate's feature-stats.json ({"features": [{"name", "mean", "std", ...}]}),
+        {"features": [...], "mean": [...], "std": [...]} or {"features": {name: {"mean", "std"}}}."""
         try:
             feats = doc["features"]
-            if isinstance(feats, dict):
+            if isinstance(feats, list) and feats and all(isinstance(f, dict) for f in feats):
+                names = [str(f["name"]) for f in feats]
+                mean = [float(f["mean"]) for f in feats]
+                std = [float(f["std"]) for f in feats]
+            elif isinstance(feats, dict):
                 names = list(feats)
                 mean = [float(feats[n]["mean"]) for n in names]
                 std = [float(feats[n]["std"]) for n in names]
