@@ -384,3 +384,54 @@ def test_server_answers_after_a_fuzz_of_garbage(mlp_server):
         except urllib.error.HTTPError as exc:
             assert 400 <= exc.code < 500
     assert get_json(mlp_server.url + "/v2/health/live")[0] == 200
+
+
+def test_serve_task_document_as_the_operator_passes_it(models, tmp_path):
+    from modelreuse.api.tasks import ServeTask
+
+    model = models / "mlp.onnx"
+    task = ServeTask.model_validate({
+        "name": "bikeshare-dc", "version": 2,
+        "source": {"uri": str(model), "sha256": sha256(model), "labels": MLP_LABELS},
+        "batching": {"maxBatchSize": 8, "maxDelayMicroseconds": 500},
+        "dataCapture": {"sampleRate": 1.0, "uri": (tmp_path / "cap").as_uri(), "format": "parquet"},
+        "featureNames": [f"f{i}" for i in range(N_FEATURES)],
+        "referenceStats": str(models / "reference.json"),
+    })
+    with ServerProcess(["--task", json.dumps(task.to_json_dict())], termination_log=tmp_path / "t") as server:
+        server.wait_ready()
+        c = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        assert c.get_model_config("bikeshare-dc", "2")["max_batch_size"] == 8
+        tensor = triton.InferInput("input", [3, N_FEATURES], "FP32")
+        tensor.set_data_from_numpy(rows(3, seed=5))
+        labels = c.infer("bikeshare-dc", [tensor], model_version="2").as_numpy("label")
+        assert len(labels) == 3
+        c.close()
+        code, result = server.stop()
+    assert code == 0 and result["extra"]["captured"] == 1
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(next((tmp_path / "cap").rglob("*.parquet")))
+    assert table.column("kind").to_pylist() == ["inference"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--name", "x"], "source"),
+        (["--model", "m.onnx", "--name", "x", "--capture-rate", "0.5"], "dataCapture"),
+        (["--task", "{not json", "--name", "x"], "cannot be read"),
+        (["--model", "m.onnx", "--name", "x", "--max-batch-size", "0"], "batching"),
+    ],
+)
+def test_invalid_tasks_exit_with_invalid_task(tmp_path, args, fragment):
+    import os
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelreuse", "serve", "--port", "0", *args], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, MODELREUSE_TERMINATION_LOG=str(tmp_path / "t")),
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 2 and result["reason"] == "InvalidTask"
+    assert fragment in result["message"]
