@@ -435,3 +435,19 @@ def test_invalid_tasks_exit_with_invalid_task(tmp_path, args, fragment):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 2 and result["reason"] == "InvalidTask"
     assert fragment in result["message"]
+
+
+def test_device_cuda_without_a_cuda_provider_is_refused(models, tmp_path):
+    import onnxruntime as ort
+
+    server = ServerProcess(["--model", str(models / "mlp.onnx"), "--name", "bikes", "--device", "cuda"], termination_log=tmp_path / "t")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        server.wait_ready()
+        assert any("CUDAExecutionProvider" in line for line in server.stderr_lines)
+        code, result = server.stop()
+        assert code == 0
+    else:
+        code = server.proc.wait(60)
+        _, result = server.stop()
+        assert (code, result["reason"]) == (19, "DeviceUnavailable")
+        assert "onnxruntime-gpu" in result["message"]
