@@ -220,8 +220,9 @@ def load(
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    providers = _providers(device)  # outside the try: DeviceUnavailable is not a corrupt model
     try:
-        session = ort.InferenceSession(payload, sess_options=options, providers=_providers(device))
+        session = ort.InferenceSession(payload, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         raise WorkloadError(
             "CorruptModel",
