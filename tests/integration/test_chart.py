@@ -105,7 +105,8 @@ def test_namespaced_mode_grants_the_same_rules_per_namespace(helm):
         # What a Role grants in each namespace plus what only a ClusterRole can grant: the cluster-wide set.
         assert canonical(roles[("modelreuse-operator", ns)]["rules"] + clusterrole["rules"]) == canonical(cluster_rules)
         binding = by_kind(rendered, "RoleBinding")[("modelreuse-operator", ns)]
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelreuse-operator", "namespace": SYSTEM_NS}]
+        sa = {"kind": "ServiceAccount", "name": "modelreuse-operator", "namespace": SYSTEM_NS}
+        assert binding["subjects"] == [sa]
     # Nothing namespaced is granted cluster-wide.
     assert [r["resources"] for r in clusterrole["rules"]] == [["customresourcedefinitions"]]
     args = deployment(rendered)["spec"]["template"]["spec"]["containers"][0]["args"]
