@@ -6,6 +6,7 @@ from the settings rather than import-time constants.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -21,7 +22,7 @@ from modelreuse.settings import Settings
 
 MR = (GROUP, VERSION, PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": ch.MANAGED_BY}
-INDEX_NAMES = ("mr_jobs", "mr_pods", "mr_deployments", "mr_services", "mr_names", "mr_triggers")
+INDEX_NAMES = ("mr_jobs", "mr_pods", "mr_deployments", "mr_services", "mr_names", "mr_triggers", "mr_bodies")
 
 
 def _indices(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +97,27 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
             return
         await state["reconciler"].reconcile((namespace, name), body, _indices(kwargs), patch, trigger="object")
 
-    @kopf.timer(*MR, interval=settings.resync_seconds, initial_delay=settings.resync_seconds, registry=registry)
-    async def modelreuse_resync(body, namespace, name, patch, **kwargs):
-        await state["reconciler"].reconcile((namespace, name), body, _indices(kwargs), patch, trigger="resync")
+    @kopf.on.startup(registry=registry)
+    async def start_resync(**kwargs: Any) -> None:
+        indices = _indices(kwargs)
+        bodies_index = kwargs["mr_bodies"]
+
+        def bodies():
+            return [(key, next(iter(store))) for key, store in list(bodies_index.items()) if len(store)]
+
+        state["resync"] = asyncio.get_running_loop().create_task(
+            state["reconciler"].resync_forever(bodies, lambda: indices))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(**_: Any) -> None:
+        if "resync" in state:
+            state["resync"].cancel()
+
+    @kopf.index(*MR, id="mr_bodies", registry=registry)
+    async def mr_bodies(body, namespace, name, **_):
+        # What the resync reconciles from; managedFields are most of an object's bytes and never read.
+        meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+        return {(namespace, name): {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta}}
 
     # -- children: a change pokes the owner
     def poke_owner(namespace: str, labels: dict[str, str], kwargs: dict[str, Any]) -> None:

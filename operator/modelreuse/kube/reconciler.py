@@ -66,6 +66,25 @@ class Reconciler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def resync_forever(self, bodies: Callable[[], list[tuple[Key, Mapping[str, Any]]]],
+                             indices: Callable[[], Mapping[str, Any]]) -> None:
+        """Reconcile every object once per ``resync_seconds``, spread over the interval: deadlines and
+        grace periods advance with the clock even when nothing in the cluster changes. One task for all
+        objects (a kopf timer per object costs memory with thousands of them)."""
+        interval = self.settings.resync_seconds
+        while True:
+            items = bodies()
+            if not items:
+                await asyncio.sleep(interval)
+                continue
+            pause = interval / len(items)
+            for key, body in items:
+                await asyncio.sleep(pause)
+                try:
+                    await self.reconcile(key, body, indices(), patch=None, trigger="resync")
+                except Exception:  # noqa: BLE001 - logged; the next round tries again
+                    log.exception("resync of %s/%s failed", *key)
+
     async def _poked(self, key: Key, indices: Mapping[str, Any]) -> None:
         await asyncio.sleep(0.05)
         self._pending.discard(key)
@@ -78,7 +97,7 @@ class Reconciler:
                         patch: kopf.Patch | None, trigger: str) -> None:
         """Reconcile ``key``. With a kopf ``patch`` the status goes through it; without, through the API."""
         async with self._lock(key):
-            if patch is None or body is None:
+            if body is None:
                 body = await self.kube.get_modelreuse(*key)
                 if body is None:
                     return
@@ -104,8 +123,14 @@ class Reconciler:
         plan = reconcile(obj, observed, now, self.settings)
         log.debug("reconcile %s/%s: observed %s -> phase %s, apply %s, status %s", *key, observed, plan.phase,
                   [c["metadata"]["name"] for c in plan.apply], sorted(plan.status))
+        failed = None
         for child in plan.apply:
-            outcome = await self.kube.apply(child)
+            try:
+                outcome = await self.kube.apply(child)
+            except Exception as exc:  # noqa: BLE001 - one refused child must not hold back the others or status
+                outcome, failed = "error", exc
+                log.warning("applying %s %s/%s failed: %s", child["kind"], key[0], child["metadata"]["name"],
+                            str(exc).splitlines()[0][:300])
             self.metrics.applied.labels(child["kind"], outcome).inc()
         if plan.status:
             if patch is not None:
@@ -115,6 +140,8 @@ class Reconciler:
         for ev in plan.events:
             self.metrics.events.labels(ev.type, ev.reason).inc()
             kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1024])
+        if failed is not None:
+            raise failed  # counted as a reconcile error; the next event or resync tries again
 
     async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, patch, now) -> None:
         first = exc.errors()[0]
