@@ -82,8 +82,8 @@ class Reconciler:
                 await asyncio.sleep(pause)
                 try:
                     await self.reconcile(key, body, indices(), patch=None, trigger="resync")
-                except Exception:  # noqa: BLE001 - logged; the next round tries again
-                    log.exception("resync of %s/%s failed", *key)
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    log.warning("resync of %s/%s failed: %s", *key, str(exc).splitlines()[0][:300])
 
     async def _poked(self, key: Key, indices: Mapping[str, Any]) -> None:
         await asyncio.sleep(0.05)
