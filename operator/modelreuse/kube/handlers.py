@@ -92,18 +92,21 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
     # -- the object itself: every watch event (including the initial listing after a restart) reconciles
     @kopf.on.event(*MR, registry=registry)
     async def modelreuse_event(event, body, namespace, name, patch, **kwargs):
+        if "resync" not in state:
+            start_resync(kwargs)
         if event.get("type") == "DELETED":
             state["reconciler"].forget((namespace, name))
             return
         await state["reconciler"].reconcile((namespace, name), body, _indices(kwargs), patch, trigger="object")
 
-    @kopf.on.startup(registry=registry)
-    async def start_resync(**kwargs: Any) -> None:
+    def start_resync(kwargs: dict[str, Any]) -> None:
+        # Started from a resource handler, not at startup: the task inherits the context kopf.event needs.
         indices = _indices(kwargs)
         bodies_index = kwargs["mr_bodies"]
 
         def bodies():
             return [(key, next(iter(store))) for key, store in list(bodies_index.items()) if len(store)]
+
 
         state["resync"] = asyncio.get_running_loop().create_task(
             state["reconciler"].resync_forever(bodies, lambda: indices))

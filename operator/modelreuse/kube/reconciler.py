@@ -78,8 +78,12 @@ class Reconciler:
                 await asyncio.sleep(interval)
                 continue
             pause = interval / len(items)
-            for key, body in items:
+            for key, _ in items:
                 await asyncio.sleep(pause)
+                # The body as known now, not at the start of the round: a stale one would patch status back.
+                body = dict(bodies()).get(key)
+                if body is None:
+                    continue
                 try:
                     await self.reconcile(key, body, indices(), patch=None, trigger="resync")
                 except Exception as exc:  # noqa: BLE001 - the next round tries again
