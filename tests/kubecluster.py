@@ -314,7 +314,7 @@ class KubeCluster:
             f"--secure-port={self.ports['apiserver']}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-cluster-ip-range=10.0.0.0/16",
             "--allow-privileged=true",
             "--authorization-mode=RBAC",
             f"--token-auth-file={wd / 'tokens.csv'}",
@@ -345,6 +345,9 @@ class KubeCluster:
             f"--root-ca-file={self.ca_file}",
             "--use-service-account-credentials=false",
             "--controllers=*",
+            # kwok renews node status but no node Lease, so the node lifecycle controller would call the
+            # fake nodes NotReady after its grace period and mark every pod on them Ready=False for good.
+            "--node-monitor-grace-period=24h",
             "--profiling=false",
             "--v=1",
         ])
