@@ -524,14 +524,18 @@ current-context: modelreuse-local
         }
 
 
+GPU_CAPACITY = "256"
+
+
 def _node(name: str, gpu: bool) -> dict:
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "type": "kwok"}
-    resources = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+    # Generous capacity: a whole test session's Serving objects (two GPU replicas each) share these nodes.
+    resources = {"cpu": "512", "memory": "2Ti", "pods": "2000", "ephemeral-storage": "10Ti"}
     taints = []
     if gpu:
         labels["nvidia.com/gpu.present"] = "true"
-        resources["nvidia.com/gpu"] = "4"
+        resources["nvidia.com/gpu"] = GPU_CAPACITY
         taints.append({"key": "nvidia.com/gpu", "effect": "NoSchedule"})
     return {
         "apiVersion": "v1", "kind": "Node",

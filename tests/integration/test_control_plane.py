@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from kubecluster import CPU_NODE, GPU_NODE
+from kubecluster import CPU_NODE, GPU_CAPACITY, GPU_NODE
 
 NAMESPACE = "control-plane-tests"
 
@@ -58,7 +58,7 @@ def test_version_is_stamped(cluster):
 def test_fake_nodes(cluster):
     gpu = get_json(cluster, "get", "node", GPU_NODE)
     assert gpu["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
-    assert gpu["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    assert gpu["status"]["allocatable"]["nvidia.com/gpu"] == GPU_CAPACITY
     assert {"key": "nvidia.com/gpu", "effect": "NoSchedule"} in gpu["spec"]["taints"]
     cpu = get_json(cluster, "get", "node", CPU_NODE)
     assert "nvidia.com/gpu" not in cpu["status"]["allocatable"]
