@@ -80,12 +80,13 @@ class Reconciler:
             pause = interval / len(items)
             for key, _ in items:
                 await asyncio.sleep(pause)
-                # The body as known now, not at the start of the round: a stale one would patch status back.
-                body = dict(bodies()).get(key)
-                if body is None:
+                if key not in dict(bodies()):
                     continue
                 try:
-                    await self.reconcile(key, body, indices(), patch=None, trigger="resync")
+                    # A fresh GET, not the index: the index lags behind this operator's own status patches,
+                    # and a plan made from a stale status would patch newer conditions back (one read per
+                    # object per resync interval).
+                    await self.reconcile(key, None, indices(), patch=None, trigger="resync")
                 except Exception as exc:  # noqa: BLE001 - the next round tries again
                     log.warning("resync of %s/%s failed: %s", *key, str(exc).splitlines()[0][:300])
 
@@ -101,10 +102,12 @@ class Reconciler:
                         patch: kopf.Patch | None, trigger: str) -> None:
         """Reconcile ``key``. With a kopf ``patch`` the status goes through it; without, through the API."""
         async with self._lock(key):
+            # Always decide on the object as it is now. A body handed in by a watch event was captured
+            # before this lock was taken; if another reconcile patched the status meanwhile, a plan made
+            # from the older status would write its conditions back (seen as a lost RolledBack).
+            body = await self.kube.get_modelreuse(*key)
             if body is None:
-                body = await self.kube.get_modelreuse(*key)
-                if body is None:
-                    return
+                return
             if body["metadata"].get("deletionTimestamp"):
                 return
             self.metrics.reconciles.labels(trigger).inc()
