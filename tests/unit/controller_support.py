@@ -3,7 +3,6 @@ the way the API server applies a JSON merge patch."""
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from catalogue import load_sample
 from modelreuse.api.resource import ModelReuse
 from modelreuse.controller import children as ch
-from modelreuse.controller.lifecycle import Plan, reconcile
+from modelreuse.controller.lifecycle import Plan, apply_merge_patch, reconcile
 from modelreuse.controller.observed import DeploymentObservation, JobObservation, Observed
 from modelreuse.settings import Settings
 
@@ -32,16 +31,7 @@ def sample(**spec_changes: Any) -> dict[str, Any]:
     return body
 
 
-def apply_merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = apply_merge(out.get(k), v)
-    return out
+apply_merge = apply_merge_patch
 
 
 def result(command: str = "evaluate", ok: bool = True, score: float | None = None, **kw: Any) -> str:

@@ -13,6 +13,7 @@ Serving (kept out). A rollout that misses its deadline returns to the previous v
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -62,6 +63,19 @@ def inputs_digest(spec: ModelReuseSpec) -> str:
     so that changing them only rolls the Deployment."""
     body = {k: getattr(spec, k).to_json_dict() for k in ("source", "data", "evaluation", "adaptation")}
     return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: what the API server does with a JSON merge patch (the local runner and tests use it)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = apply_merge_patch(out.get(key), value)
+    return out
 
 
 def merge_patch(old: Any, new: Any) -> Any:

@@ -24,24 +24,11 @@ from typing import Any, Callable
 
 from modelreuse.api.resource import ModelReuse
 from modelreuse.controller.children import SPEC_HASH_ANNOTATION, VERSION_LABEL
-from modelreuse.controller.lifecycle import Event, reconcile
+from modelreuse.controller.lifecycle import Event, apply_merge_patch, reconcile
 from modelreuse.controller.observed import DeploymentObservation, JobObservation, Observed
 from modelreuse.settings import Settings
 
 TERMINAL_PHASES = ("Rejected", "Failed")
-
-
-def _apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: what the API server does with a JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = _apply_merge_patch(out.get(key), value)
-    return out
 
 
 def _free_port() -> int:
@@ -182,7 +169,7 @@ class LocalRun:
         """One reconcile and the execution of its plan; False when nothing is left to do."""
         plan = reconcile(self.obj, self._observed(), datetime.now(timezone.utc), self.settings)
         if plan.status:
-            self.body["status"] = _apply_merge_patch(self.body.get("status") or {}, plan.status)
+            self.body["status"] = apply_merge_patch(self.body.get("status") or {}, plan.status)
         for event in plan.events:
             self.events.append(event)
             self.say(f"event {event.type} {event.reason}: {event.message}")
