@@ -25,7 +25,7 @@ from typing import Any
 
 from modelreuse.api.tasks import AdaptTask, WorkloadResult
 from modelreuse.runtime import storage
-from modelreuse.runtime.errors import WorkloadError
+from modelreuse.runtime.errors import WorkloadError, invalid_task
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -281,9 +281,7 @@ def parse_task(args: argparse.Namespace) -> AdaptTask:
     try:
         return AdaptTask.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task"
-        raise WorkloadError("InvalidTask", f"The task is invalid at {where}: {first['msg']}; fix it and retry.") from exc
+        raise invalid_task("adapt", exc) from exc
 
 
 def run(args: argparse.Namespace) -> int:

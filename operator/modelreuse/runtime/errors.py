@@ -42,3 +42,19 @@ class WorkloadError(Exception):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.reason]
+
+
+def describe_invalid(exc: Exception) -> str:
+    """The first problem of a pydantic ValidationError as ``field.path: message`` (else ``str(exc)``)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        err = errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        text = err.get("msg", str(exc)).removeprefix("Value error, ")
+        return f"{where}: {text}" if where else text
+    return str(exc)
+
+
+def invalid_task(command: str, exc: Exception) -> WorkloadError:
+    """The InvalidTask error every workload command reports for a task its pydantic model refuses."""
+    return WorkloadError("InvalidTask", f"The {command} task is invalid ({describe_invalid(exc)}); fix it and run again.")

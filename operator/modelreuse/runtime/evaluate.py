@@ -31,7 +31,7 @@ import numpy as np
 
 from modelreuse.api.spec import Device
 from modelreuse.api.tasks import EvaluateTask, WorkloadResult
-from modelreuse.runtime.errors import WorkloadError
+from modelreuse.runtime.errors import WorkloadError, invalid_task
 
 HISTOGRAM_BINS = 10
 REPORT_FORMAT = 1
@@ -120,17 +120,6 @@ class FeatureStats:
 # The task
 
 
-def _validation_message(exc: Exception) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError) and exc.errors():
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-        text = err.get("msg", str(exc)).removeprefix("Value error, ")
-        return f"{where}: {text}" if where else text
-    return str(exc)
-
-
 def load_task(task: EvaluateTask | dict[str, Any] | str) -> EvaluateTask:
     """An EvaluateTask from a model, a dict in wire form or a JSON string; InvalidTask when it is not one."""
     if isinstance(task, EvaluateTask):
@@ -139,9 +128,7 @@ def load_task(task: EvaluateTask | dict[str, Any] | str) -> EvaluateTask:
         body = json.loads(task) if isinstance(task, str) else task
         return EvaluateTask.model_validate(body)
     except Exception as exc:
-        raise WorkloadError(
-            "InvalidTask", f"The evaluate task is invalid ({_validation_message(exc)}); fix it and run again."
-        ) from exc
+        raise invalid_task("evaluate", exc) from exc
 
 
 def _set(body: dict[str, Any], path: str, value: Any) -> None:

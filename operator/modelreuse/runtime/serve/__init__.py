@@ -18,7 +18,7 @@ import sys
 from pydantic import ValidationError
 
 from modelreuse.api.tasks import ServeTask, WorkloadResult
-from modelreuse.runtime.errors import WorkloadError
+from modelreuse.runtime.errors import WorkloadError, invalid_task
 from modelreuse.runtime.result import emit
 
 log = logging.getLogger("modelreuse.serve")
@@ -94,9 +94,7 @@ def build_task(args: argparse.Namespace) -> ServeTask:
     try:
         return ServeTask.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task"
-        raise WorkloadError("InvalidTask", f"The serve task is invalid at {where}: {first['msg']}.") from None
+        raise invalid_task("serve", exc) from None
 
 
 def run(args: argparse.Namespace) -> int:
