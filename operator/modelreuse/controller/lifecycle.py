@@ -217,7 +217,7 @@ class _Run:
         self.cond("ThresholdMet", "Unknown", "Evaluating", "Waiting for the evaluation.")
         if first:
             self.cond("Retraining", "False", "NotRequested", "No retraining was requested.")
-            self.cond("Degraded", "False", "AsExpected", "")
+            self.cond("Degraded", "False", "AsExpected", "Nothing is degraded.")
             self.event("Normal", "EvaluationStarted", f"Evaluating the inherited model {src.uri} as version {cand.version}.")
         else:
             self.event("Normal", "SpecChanged", f"Source, data or evaluation changed: re-evaluating as version {cand.version}.")
@@ -424,7 +424,7 @@ class _Run:
             self.st.previous = None
             degraded = get_condition(self.st.conditions, "Degraded")
             if degraded is None or degraded.reason != "RolledBack":
-                self.cond("Degraded", "False", "AsExpected", "")
+                self.cond("Degraded", "False", "AsExpected", "Nothing is degraded.")
             self.event("Normal", "Serving", f"Version {serving.version} is available with {replicas} replicas.")
             return
         started = parse_time(serving.since) or self.now
