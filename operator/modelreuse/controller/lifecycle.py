@@ -174,6 +174,15 @@ class _Run:
     def job(self, name: str) -> JobObservation | None:
         return self.observed.jobs.get(name)
 
+    def evaluation_outcome(self, cand: ModelVersion) -> Outcome | None:
+        """The finished evaluation Job of ``cand``; creates the Job first and is None while it runs."""
+        job = self.job(ch.eval_job_name(self.obj.metadata.name, cand.version))
+        if job is None:
+            self.apply.append(ch.build_evaluation_job(self.obj, cand, self.settings))
+            return None
+        out = job_outcome(job, self.now, self.settings)
+        return None if out.state == "running" else out
+
     def position(self) -> tuple:
         c = self.st.candidate
         return (self.st.phase, c.version if c else None, c.uri if c else None)
@@ -227,13 +236,8 @@ class _Run:
         if cand is None:  # defensive: a status edited by hand; start over cleanly
             self.st.inputs_digest = None
             return
-        name = ch.eval_job_name(self.obj.metadata.name, cand.version)
-        job = self.job(name)
-        if job is None:
-            self.apply.append(ch.build_evaluation_job(self.obj, cand, self.settings))
-            return
-        out = job_outcome(job, self.now, self.settings)
-        if out.state == "running":
+        out = self.evaluation_outcome(cand)
+        if out is None:
             return
         if out.state == "failed":
             if out.reason == "DigestMismatch":
@@ -361,12 +365,8 @@ class _Run:
                 cand.digest = out.result.model_digest
                 self.event("Normal", "Retrained", f"Retraining wrote version {cand.version}; evaluating it.")
             return
-        job = self.job(ch.eval_job_name(name, cand.version))
-        if job is None:
-            self.apply.append(ch.build_evaluation_job(self.obj, cand, self.settings))
-            return
-        out = job_outcome(job, self.now, self.settings)
-        if out.state == "running":
+        out = self.evaluation_outcome(cand)
+        if out is None:
             return
         if out.state == "failed":
             return self.candidate_rejected(cand, out.reason, f"Evaluating the candidate failed: {out.message}", warn=True)

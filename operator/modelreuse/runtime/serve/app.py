@@ -281,8 +281,7 @@ class Server:
         info = request.match_info
         unknown = self._unknown(info["name"], info.get("version"))
         if unknown is not None:
-            self.metrics.histogram("infer", 404).observe(time.perf_counter() - t0)
-            return unknown
+            return self._finish(t0, unknown)
         if not self.ready:
             return self._finish(t0, _error(503, "NotReady", "The model is not ready; retry when /v2/health/ready is 200."))
         batcher = self.batcher
