@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from operator_fixtures import adaptation, evaluation, kube, operator, wait_for  # noqa: F401
 
 NAME = "retrain-me"
@@ -67,11 +65,6 @@ def test_alert_storm_gives_one_retraining_and_a_worse_candidate_is_kept_out(kube
     assert operator.post_alerts(alert(ns))[1]["suppressed"] == [f"{ns}/{NAME}"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Known flake (issue 6 note): passes alone and as part of this file, but after the other operator "
-    "test modules in one session the RolledBack condition is sometimes not seen within 90 s. Not understood yet.",
-)
 def test_failed_rollout_is_rolled_back_to_the_previous_version(kube, operator):
     ns = kube.namespace("rollback")
 

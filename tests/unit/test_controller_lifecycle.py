@@ -3,6 +3,8 @@ Plan (children to apply, status, events). No cluster, no kopf."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from controller_support import World, deployment_for, done, result, sample
@@ -243,6 +245,12 @@ def test_failed_rollout_rolls_back_to_the_previous_version():
     # The Deployment goes back to exactly the v1 template.
     back = [c for c in plan.apply if c["kind"] == "Deployment"][-1]
     assert back["metadata"]["annotations"] == v1_manifest["metadata"]["annotations"]
+    # The v1 template is applied, but the controller has not observed it yet: the Deployment still carries
+    # the ProgressDeadlineExceeded of version 2. That is not a failure of the rollback itself.
+    w.deployment = dataclasses.replace(deployment_for(w.body, back, available=1, exceeded=True),
+                                       generation=3, observed_generation=2)
+    w.step()
+    assert w.cond("Degraded")["reason"] == "RolledBack" and w.status["serving"]["version"] == 1
     roll_out(w)
     w.step()
     assert w.status["phase"] == "Serving" and w.cond("Ready")["status"] == "True"

@@ -429,7 +429,7 @@ class _Run:
             return
         started = parse_time(serving.since) or self.now
         deadline = self.spec.deployment.rollout_deadline_seconds
-        exceeded = (dep is not None and dep.spec_hash == want_hash and dep.progress_deadline_exceeded) or (
+        exceeded = (dep is not None and dep.deadline_exceeded(want_hash)) or (
             self.now - started > timedelta(seconds=deadline * 1.5)
         )
         if not exceeded:

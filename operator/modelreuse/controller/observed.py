@@ -34,6 +34,16 @@ class DeploymentObservation:
     available_replicas: int = 0
     progress_deadline_exceeded: bool = False
 
+    def deadline_exceeded(self, spec_hash: str) -> bool:
+        """True when the controller, having seen exactly this template, reports ProgressDeadlineExceeded.
+        Right after a new template is applied the old condition is still there (from the template before,
+        e.g. the one just rolled back from) until the controller observes the new generation."""
+        return (
+            self.spec_hash == spec_hash
+            and self.observed_generation >= self.generation
+            and self.progress_deadline_exceeded
+        )
+
     def rolled_out(self, spec_hash: str, replicas: int) -> bool:
         """True when the controller has fully rolled out exactly this template."""
         return (
