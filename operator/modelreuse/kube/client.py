@@ -10,6 +10,7 @@ import asyncio
 import base64
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -34,6 +35,14 @@ def _done(response: Any) -> None:
     the connection back to the pool."""
     response.drain_conn()
     response.release_conn()
+
+
+def resource_version(raw: bytes) -> str | None:
+    """metadata.resourceVersion of an object's JSON, None when it cannot be read."""
+    try:
+        return orjson.loads(raw)["metadata"]["resourceVersion"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 class Kube:
@@ -81,14 +90,19 @@ class Kube:
 
         return await asyncio.to_thread(get)
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        def call() -> None:
-            _done(self.custom.patch_namespaced_custom_object_status(
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str | None:
+        """Merge-patch the status; returns the object's new resourceVersion."""
+        def call() -> str | None:
+            response = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": patch},
                 _content_type="application/merge-patch+json", _preload_content=False,
-            ))
+            )
+            try:
+                return resource_version(response.data)
+            finally:
+                response.release_conn()
 
-        await asyncio.to_thread(call)
+        return await asyncio.to_thread(call)
 
     async def annotate(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         def call() -> None:

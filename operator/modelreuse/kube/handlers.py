@@ -1,4 +1,4 @@
-"""Thin kopf registrations: they read (indices), call the Reconciler, and patch through kopf.
+"""Thin kopf registrations: they read (indices) and call the Reconciler, which writes through the API.
 
 ``register(registry, settings)`` wires everything into a registry, so the resync interval and filters come
 from the settings rather than import-time constants.
@@ -91,13 +91,13 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
 
     # -- the object itself: every watch event (including the initial listing after a restart) reconciles
     @kopf.on.event(*MR, registry=registry)
-    async def modelreuse_event(event, body, namespace, name, patch, **kwargs):
+    async def modelreuse_event(event, body, namespace, name, **kwargs):
         if "resync" not in state:
             start_resync(kwargs)
         if event.get("type") == "DELETED":
             state["reconciler"].forget((namespace, name))
             return
-        await state["reconciler"].reconcile((namespace, name), body, _indices(kwargs), patch, trigger="object")
+        await state["reconciler"].reconcile((namespace, name), body, _indices(kwargs), trigger="object")
 
     def start_resync(kwargs: dict[str, Any]) -> None:
         # Started from a resource handler, not at startup: the task inherits the context kopf.event needs.

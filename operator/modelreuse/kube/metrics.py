@@ -34,6 +34,9 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.reconciles = Counter("modelreuse_operator_reconciles_total", "Reconciles run.", ["trigger"], registry=r)
+        self.reads = Counter("modelreuse_operator_object_reads_total",
+                             "GETs of a ModelReuse before a reconcile: the body at hand was older than this "
+                             "operator's own last status write.", registry=r)
         self.errors = Counter("modelreuse_operator_reconcile_errors_total", "Reconciles that raised.", ["error"],
                               registry=r)
         self.duration = Histogram("modelreuse_operator_reconcile_seconds", "Time of one reconcile.", registry=r,

@@ -1,5 +1,6 @@
-"""Runs the pure core for one object: read (indices, or a fresh GET), decide, apply children, patch status,
-post events. One object is reconciled by one coroutine at a time."""
+"""Runs the pure core for one object: read (the body at hand, or a fresh GET when it is older than this
+operator's last write), decide, apply children, patch status, post events. One object is reconciled by one
+coroutine at a time."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class Reconciler:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._pending: set[Key] = set()
         self._tasks: set[asyncio.Task] = set()
+        # resourceVersion of each object after this process's last status write ("" when unknown).
+        self._written: dict[Key, str] = {}
 
     def _lock(self, key: Key) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -56,6 +59,7 @@ class Reconciler:
 
     def forget(self, key: Key) -> None:
         self._locks.pop(key, None)
+        self._written.pop(key, None)
 
     def poke(self, key: Key, indices: Mapping[str, Any]) -> None:
         """A child changed: reconcile its owner soon (several pokes in a burst make one reconcile)."""
@@ -80,13 +84,13 @@ class Reconciler:
             pause = interval / len(items)
             for key, _ in items:
                 await asyncio.sleep(pause)
-                if key not in dict(bodies()):
+                current = indices()
+                body = _first(current.get("mr_bodies"), key)
+                if body is None:  # deleted meanwhile
                     continue
                 try:
-                    # A fresh GET, not the index: the index lags behind this operator's own status patches,
-                    # and a plan made from a stale status would patch newer conditions back (one read per
-                    # object per resync interval).
-                    await self.reconcile(key, None, indices(), patch=None, trigger="resync")
+                    # The index body when it is as new as this operator's last write, else a fresh GET.
+                    await self.reconcile(key, body, current, trigger="resync")
                 except Exception as exc:  # noqa: BLE001 - the next round tries again
                     log.warning("resync of %s/%s failed: %s", *key, str(exc).splitlines()[0][:300])
 
@@ -94,37 +98,56 @@ class Reconciler:
         await asyncio.sleep(0.05)
         self._pending.discard(key)
         try:
-            await self.reconcile(key, None, indices, patch=None, trigger="child")
+            await self.reconcile(key, _first(indices.get("mr_bodies"), key), indices, trigger="child")
         except Exception:  # noqa: BLE001 - the next event or the resync timer retries
             log.exception("reconcile of %s/%s after a child change failed", *key)
 
     async def reconcile(self, key: Key, body: Mapping[str, Any] | None, indices: Mapping[str, Any],
-                        patch: kopf.Patch | None, trigger: str) -> None:
-        """Reconcile ``key``. With a kopf ``patch`` the status goes through it; without, through the API."""
+                        trigger: str) -> None:
+        """Reconcile ``key`` from ``body`` when it is known to be current, else from a fresh GET.
+
+        Status always goes through the API (never kopf's ``patch``), so this process knows the
+        resourceVersion its own last write produced. A body handed in by a watch event or the index was
+        captured before this lock was taken: if a reconcile of ours patched the object meanwhile, a plan
+        made from that older status would write its conditions back (seen once as a lost RolledBack). Such
+        a body differs from the recorded resourceVersion and is replaced by a GET; a body with the recorded
+        version, or of an object this process never wrote, is as new as anything it knows.
+        """
         async with self._lock(key):
-            # Always decide on the object as it is now. A body handed in by a watch event was captured
-            # before this lock was taken; if another reconcile patched the status meanwhile, a plan made
-            # from the older status would write its conditions back (seen as a lost RolledBack).
-            body = await self.kube.get_modelreuse(*key)
-            if body is None:
-                return
+            if body is None or not self._current(key, body):
+                body = await self.kube.get_modelreuse(*key)
+                self.metrics.reads.inc()
+                if body is None:
+                    self._written.pop(key, None)
+                    return
             if body["metadata"].get("deletionTimestamp"):
                 return
             self.metrics.reconciles.labels(trigger).inc()
             with self.metrics.duration.time():
                 try:
-                    await self._reconcile(key, clean(body), indices, patch)
+                    await self._reconcile(key, clean(body), indices)
                 except Exception as exc:
                     self.metrics.errors.labels(type(exc).__name__).inc()
                     raise
 
-    async def _reconcile(self, key: Key, body: dict[str, Any], indices: Mapping[str, Any],
-                         patch: kopf.Patch | None) -> None:
+    def _current(self, key: Key, body: Mapping[str, Any]) -> bool:
+        written = self._written.get(key)
+        return written is None or body["metadata"].get("resourceVersion") == written
+
+    async def _patch_status(self, key: Key, status: dict[str, Any]) -> None:
+        try:
+            rv = await self.kube.patch_status(*key, status)
+        except Exception:
+            self._written[key] = ""  # unknown now: the next reconcile reads the object
+            raise
+        self._written[key] = rv or ""
+
+    async def _reconcile(self, key: Key, body: dict[str, Any], indices: Mapping[str, Any]) -> None:
         now = self.clock()
         try:
             obj = ModelReuse.from_dict(body)
         except ValidationError as exc:
-            await self._invalid(key, body, exc, patch, now)
+            await self._invalid(key, body, exc, now)
             return
         observed = observed_from_indices(body, indices)
         plan = reconcile(obj, observed, now, self.settings)
@@ -140,17 +163,14 @@ class Reconciler:
                             str(exc).splitlines()[0][:300])
             self.metrics.applied.labels(child["kind"], outcome).inc()
         if plan.status:
-            if patch is not None:
-                patch.setdefault("status", {}).update(plan.status)
-            else:
-                await self.kube.patch_status(*key, plan.status)
+            await self._patch_status(key, plan.status)
         for ev in plan.events:
             self.metrics.events.labels(ev.type, ev.reason).inc()
             kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1024])
         if failed is not None:
             raise failed  # counted as a reconcile error; the next event or resync tries again
 
-    async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, patch, now) -> None:
+    async def _invalid(self, key: Key, body: dict[str, Any], exc: ValidationError, now) -> None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = f"The object does not validate at {where}: {first['msg']}. Fix the spec and apply it again."
@@ -160,11 +180,13 @@ class Reconciler:
         new = {"phase": "Failed", "observedGeneration": body["metadata"].get("generation"),
                "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message,
                                "lastTransitionTime": rfc3339(now)}]}
-        if patch is not None:
-            patch.setdefault("status", {}).update(new)
-        else:
-            await self.kube.patch_status(*key, new)
+        await self._patch_status(key, new)
         kopf.event(body, type="Warning", reason="InvalidSpec", message=message[:1024])
+
+
+def _first(index: Any, key: Any) -> Any:
+    store = _store(index, key)
+    return store[0] if store else None
 
 
 def _store(index: Any, key: Any) -> list[Any]:
