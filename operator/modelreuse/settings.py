@@ -28,6 +28,7 @@ class Settings:
     # A Job whose pod finished but whose termination message has not been seen yet: how long to wait.
     result_grace_seconds: float = 60.0
     resync_seconds: float = 60.0
+    api_concurrency: int = 16  # Kubernetes API calls in flight at once (threads and pooled connections)
     watch_server_timeout: int = 300
     watch_client_timeout: int = 330
     webhook_port: int = 8081

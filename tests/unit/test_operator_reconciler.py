@@ -96,3 +96,14 @@ def test_without_a_body_the_object_is_read_and_a_deleted_one_is_left_alone():
     api.get_modelreuse = gone
     run(rec.reconcile(KEY, None, {}, trigger="resync"))
     assert api.gets == 2 and api.applied == ["bikeshare-dc-eval-v1"]
+
+
+def test_the_echo_of_our_own_write_is_not_reconciled_but_a_resync_is():
+    api = FakeApi(sample())
+    metrics = OperatorMetrics()
+    rec = Reconciler(SETTINGS, api, metrics)
+    run(rec.reconcile(KEY, copy.deepcopy(api.body), {}, trigger="object"))
+    run(rec.reconcile(KEY, copy.deepcopy(api.body), {}, trigger="object"))  # the watch event of that write
+    assert metrics.reconciles.labels("object")._value.get() == 1
+    run(rec.reconcile(KEY, copy.deepcopy(api.body), {}, trigger="resync"))  # the clock may have moved
+    assert metrics.reconciles.labels("resync")._value.get() == 1 and api.gets == 0

@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", dest="artifacts_uri", help="default artifact store URI prefix")
     parser.add_argument("--job-node-selector", help="key=value[,key=value] node selector of workload Jobs")
     parser.add_argument("--resync-seconds", type=float, help="how often every object is reconciled anyway")
+    parser.add_argument("--api-concurrency", type=int, help="Kubernetes API calls in flight at once (default 16)")
     parser.add_argument("--result-grace-seconds", type=float,
                         help="how long a finished Job may lack its termination message before it is failed")
     parser.add_argument("--watch-server-timeout", type=int, help="server-side watch timeout (seconds)")
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         k: getattr(args, k, None)
-        for k in ("runtime_image", "runtime_gpu_image", "artifacts_uri", "resync_seconds", "result_grace_seconds",
+        for k in ("runtime_image", "runtime_gpu_image", "artifacts_uri", "resync_seconds", "api_concurrency", "result_grace_seconds",
                   "watch_server_timeout", "watch_client_timeout", "metrics_port", "webhook_port",
                   "webhook_token_secret", "prometheus_url", "prometheus_interval_seconds")
     }
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from modelreuse.kube import client
-    from modelreuse.kube.handlers import make_state, register
+    from modelreuse.kube.handlers import make_state, objects, register, trigger_info
     from modelreuse.kube.prometheus import PrometheusPoller
     from modelreuse.kube.webhook import AlertReceiver
 
@@ -78,12 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
     @kopf.on.startup(registry=registry)
     async def start_endpoints(**kwargs: Any) -> None:
-        triggers = kwargs.get("mr_triggers")
+        bodies = kwargs.get("mr_bodies")
 
         def targets():
-            if triggers is None:
-                return []
-            return [(key, next(iter(store), {})) for key, store in list(triggers.items())]
+            return [(key, trigger_info(body)) for key, body in objects(bodies)]
 
         def phases():
             return [info.get("phase", "Pending") for _, info in targets()]

@@ -114,6 +114,10 @@ class Reconciler:
         version, or of an object this process never wrote, is as new as anything it knows.
         """
         async with self._lock(key):
+            if trigger == "object" and body is not None and self._is_echo(key, body):
+                # The watch event of this process's own last status write: the reconcile that wrote it left
+                # nothing to do but wait for a child or the clock (pokes and the resync come for those).
+                return
             if body is None or not self._current(key, body):
                 body = await self.kube.get_modelreuse(*key)
                 self.metrics.reads.inc()
@@ -129,6 +133,10 @@ class Reconciler:
                 except Exception as exc:
                     self.metrics.errors.labels(type(exc).__name__).inc()
                     raise
+
+    def _is_echo(self, key: Key, body: Mapping[str, Any]) -> bool:
+        written = self._written.get(key)
+        return bool(written) and body["metadata"].get("resourceVersion") == written
 
     def _current(self, key: Key, body: Mapping[str, Any]) -> bool:
         written = self._written.get(key)
