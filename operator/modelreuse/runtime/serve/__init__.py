@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -217,6 +218,11 @@ async def _serve(task: ServeTask, args: argparse.Namespace) -> int:
         await runner.cleanup()
         emit(WorkloadResult(ok=False, command="serve", reason=exc.reason, message=exc.message, model_uri=source.uri))
         return exc.exit_code
+    # Everything loaded so far (libraries, the model, the routes) lives as long as the process: move it out of
+    # the garbage collector's reach, so that a full collection scans only what requests allocate (a pause of
+    # milliseconds otherwise, the p99 of a busy server).
+    gc.collect()
+    gc.freeze()
     log.info("model %s version %s ready", task.name, task.version)
     await waiting
     log.info("stopping: not ready; in-flight requests get up to %ss", args.shutdown_timeout)
