@@ -24,7 +24,7 @@ import orjson
 from modelreuse.runtime import storage
 
 log = logging.getLogger("modelreuse.serve")
-YIELD_EVERY = 16  # records serialised between two hand-backs of the GIL
+YIELD_EVERY = 4  # records serialised between two hand-backs of the GIL
 
 
 def _default(obj):
