@@ -74,3 +74,53 @@ def test_poller_requests_retraining_after_the_for_duration():
     assert rounds == [[], [], [], [], [], ["ml/a"], []]
     (ns, name, ann), = annotations
     assert (ns, name) == ("ml", "a") and "PrometheusBelow" in ann["modelreuse.io/retrain-request"]
+
+
+def test_several_series_give_the_smallest_value():
+    body = {"data": {"resultType": "vector", "result": [{"value": [1, "0.9"]}, {"value": [1, "0.6"]}]}}
+    assert sample_value(body) == 0.6
+
+
+def test_failing_queries_are_counted_and_a_firing_trigger_keeps_the_others_timers():
+    from modelreuse.kube.metrics import OperatorMetrics
+
+    clock = {"now": T0}
+    values = {"fast": "0.9", "slow": "0.5"}
+
+    async def query(request: web.Request) -> web.Response:
+        q = request.query["query"]
+        if q == "broken(":
+            return web.json_response({"status": "error", "error": "parse error"}, status=400)
+        return web.json_response({"status": "success", "data": {"resultType": "vector",
+                                                                "result": [{"metric": {}, "value": [0, values[q]]}]}})
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_get("/api/v1/query", query)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        targets = {("ml", "a"): {"phase": "Serving", "cooldown": "0s", "lastRetrainingTime": None, "prometheus": [
+            {"query": "fast", "below": 0.75, "for": "0s"},
+            {"query": "slow", "below": 0.75, "for": "10m"},
+            {"query": "broken(", "below": 0.75, "for": "0s"}]}}
+        metrics = OperatorMetrics()
+        poller = PrometheusPoller(Settings(prometheus_url=f"http://127.0.0.1:{port}"), Recorder(),
+                                  lambda: list(targets.items()), clock=lambda: clock["now"], metrics=metrics)
+        rounds = []
+        async with aiohttp.ClientSession() as session:
+            for minute, fast in [(0, "0.9"), (5, "0.5"), (11, "0.9")]:
+                clock["now"] = T0 + timedelta(minutes=minute)
+                values["fast"] = fast
+                rounds.append(await poller.poll_once(session))
+        await runner.cleanup()
+        return rounds, metrics
+
+    rounds, metrics = asyncio.run(scenario())
+    # Minute 0: "slow" goes below (its 10 minutes start). Minute 5: "fast" fires and the round stops there,
+    # which must not reset "slow". Minute 11: "slow" has been below for 11 minutes and fires.
+    assert rounds == [[], ["ml/a"], ["ml/a"]]
+    assert metrics.prometheus_queries.labels("error")._value.get() == 1  # only round 1 reaches "broken("
+    assert metrics.prometheus_queries.labels("ok")._value.get() == 5

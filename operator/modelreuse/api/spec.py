@@ -312,7 +312,10 @@ class DeploymentSpec(ApiModel):
 class PrometheusTrigger(ApiModel):
     """A Prometheus query polled by the operator; retraining starts when it stays below a bound."""
 
-    query: str = Field(min_length=1, max_length=4096, description="PromQL expression returning one value.")
+    query: str = Field(
+        min_length=1, max_length=4096,
+        description="PromQL expression; its value is the scalar, or the smallest sample when it returns several series.",
+    )
     below: float = Field(description="Retraining starts when the value is below this.")
     for_: str = Field(
         default="0s",

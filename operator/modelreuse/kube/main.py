@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             runners.append(runner)
         state["runners"] = runners
         if settings.prometheus_url:
-            poller = PrometheusPoller(settings, state["kube"], targets)
+            poller = PrometheusPoller(settings, state["kube"], targets, metrics=state["metrics"])
             state["poller"] = asyncio.get_running_loop().create_task(poller.run())
 
     @kopf.on.cleanup(registry=registry)

@@ -47,6 +47,9 @@ class OperatorMetrics:
                               ["type", "reason"], registry=r)
         self.alerts = Counter("modelreuse_operator_alerts_total", "Alert webhook calls by outcome.", ["outcome"],
                               registry=r)
+        self.prometheus_queries = Counter("modelreuse_operator_prometheus_queries_total",
+                                          "Prometheus trigger queries by outcome (ok, empty, error).", ["outcome"],
+                                          registry=r)
         self.started = time.time()
         self._phases: Callable[[], Iterable[str]] = lambda: ()
         r.register(_PhaseCollector(lambda: self._phases()))
