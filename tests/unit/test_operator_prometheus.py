@@ -25,6 +25,17 @@ class Recorder:
         self.annotations.append((namespace, name, annotations))
 
 
+async def prometheus_api(query) -> tuple[web.AppRunner, int]:
+    """A loopback server answering GET /api/v1/query with ``query``; returns its runner and port."""
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def test_sample_value_reads_vectors_and_scalars():
     assert sample_value({"data": {"resultType": "vector", "result": [{"value": [1, "0.7"]}]}}) == 0.7
     assert sample_value({"data": {"resultType": "scalar", "result": [1, "2"]}}) == 2.0
@@ -42,13 +53,7 @@ def test_poller_requests_retraining_after_the_for_duration():
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
     async def scenario() -> list[list[str]]:
-        app = web.Application()
-        app.router.add_get("/api/v1/query", query)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await prometheus_api(query)
         targets = {
             ("ml", "a"): {"phase": "Serving", "cooldown": "1h", "lastRetrainingTime": None,
                           "prometheus": [{"query": "acc", "below": 0.75, "for": "10m"}]},
@@ -95,13 +100,7 @@ def test_failing_queries_are_counted_and_a_firing_trigger_keeps_the_others_timer
                                                                 "result": [{"metric": {}, "value": [0, values[q]]}]}})
 
     async def scenario():
-        app = web.Application()
-        app.router.add_get("/api/v1/query", query)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await prometheus_api(query)
         targets = {("ml", "a"): {"phase": "Serving", "cooldown": "0s", "lastRetrainingTime": None, "prometheus": [
             {"query": "fast", "below": 0.75, "for": "0s"},
             {"query": "slow", "below": 0.75, "for": "10m"},
