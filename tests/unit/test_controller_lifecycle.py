@@ -284,9 +284,11 @@ def test_deployment_only_change_rolls_without_re_evaluating():
     assert [c["kind"] for c in plan.apply] == ["Deployment"]
     assert plan.apply[0]["spec"]["replicas"] == 3
     assert w.status["phase"] == "Deploying" and w.status["observedGeneration"] == 2
-    roll_out(w)
+    # The surge pod of a rolling update: four available of three wanted is reported as three of three.
+    w.deployment = dataclasses.replace(deployment_for(w.body, plan.apply[0]), available_replicas=4)
     w.step()
     assert w.status["phase"] == "Serving" and w.status["serving"]["version"] == 1
+    assert w.status["replicas"] == {"desired": 3, "available": 3}
 
 
 def test_data_change_re_evaluates_as_a_new_version_while_serving_continues():

@@ -457,7 +457,8 @@ class _Run:
         if st.serving is not None:
             st.endpoint = ch.endpoint(self.obj, self.settings)
             want = self.spec.deployment.replicas
-            available = dep.available_replicas if dep is not None else 0
+            # During a rolling update the surge pod makes one more available than wanted: report at most want.
+            available = min(dep.available_replicas, want) if dep is not None else 0
             st.replicas = _replicas(want, available)
             if st.phase == "Deploying":
                 self.cond("Ready", "False", "RolloutInProgress",
