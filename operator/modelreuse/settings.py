@@ -29,6 +29,7 @@ class Settings:
     result_grace_seconds: float = 60.0
     resync_seconds: float = 60.0
     api_concurrency: int = 16  # Kubernetes API calls in flight at once (threads and pooled connections)
+    api_status_concurrency: int = 4  # of which status writes, on their own pool: children go first
     watch_server_timeout: int = 300
     watch_client_timeout: int = 330
     webhook_port: int = 8081

@@ -40,20 +40,24 @@ def load_config(kubeconfig: str | None = None) -> None:
 class Kube:
     """The few API calls the operator makes, each async.
 
-    Calls run on a pool of ``concurrency`` threads with as many pooled connections (the defaults of
-    asyncio and the client library are 5 x cores and cores + 4: on a 2-core node, 6 calls at a time, which a
-    burst of new objects, each needing a Job and a status write, queues behind)."""
+    Calls run on a pool of ``concurrency`` threads (the defaults of asyncio and the client library allow
+    cores + 4: on a 2-core node, 6 calls at a time, which a burst of new objects queues behind). Status
+    writes have their own, smaller pool of ``status_concurrency``: children first. In a burst every object
+    needs its Job and a status write (and kopf posts its Event); capping the concurrent status writes keeps
+    them from crowding the API server while it creates the work itself."""
 
-    def __init__(self, api_client: client.ApiClient | None = None, concurrency: int = 16):
+    def __init__(self, api_client: client.ApiClient | None = None, concurrency: int = 16,
+                 status_concurrency: int = 4):
         if api_client is None:
             cfg = client.Configuration.get_default_copy()
-            cfg.connection_pool_maxsize = concurrency
+            cfg.connection_pool_maxsize = concurrency + status_concurrency
             api_client = client.ApiClient(cfg)
         self.api = api_client
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube-api")
+        self._status_pool = ThreadPoolExecutor(max_workers=status_concurrency, thread_name_prefix="kube-status")
 
-    async def _call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    async def _call(self, fn, *args, pool: ThreadPoolExecutor | None = None):
+        return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn, *args)
 
     def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                  query: list[tuple[str, str]] | None = None, ok_missing: bool = False) -> dict[str, Any] | None:
@@ -74,6 +78,15 @@ class Kube:
         if resp.status >= 400:
             raise ApiException(status=resp.status, reason=resp.reason, body=resp.data.decode(errors="replace"))
         return orjson.loads(resp.data) if resp.data else None
+
+    async def warm_up(self) -> None:
+        """Open the pool's connections before they are needed: each new TLS connection loads the system CA
+        bundle and does a handshake (about 20 ms of CPU), which would otherwise land on the first burst of
+        work, such as reconciling every object after a restart. GET /version is open to every client."""
+        calls = [self._call(self._request, "GET", "/version") for _ in range(self._pool._max_workers)]
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def apply(self, manifest: dict[str, Any]) -> str:
         """Create a Job or Service if absent (they are never changed), server-side apply a Deployment.
@@ -109,7 +122,7 @@ class Kube:
                                    "application/merge-patch+json")
             return ((answer or {}).get("metadata") or {}).get("resourceVersion")
 
-        return await self._call(call)
+        return await self._call(call, pool=self._status_pool)
 
     async def annotate(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._call(lambda: self._request("PATCH", self._modelreuse_path(namespace, name),

@@ -56,6 +56,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, state: dict[st
         # every watched kind on every event, a quarter of the operator's CPU in a burst of new objects).
         settings.persistence.diffbase_storage = NoDiffBase()
         state["indices"] = _indices(kwargs)
+        try:
+            await state["kube"].warm_up()
+        except Exception as exc:  # noqa: BLE001 - the first real call reports a real problem
+            logger.warning("could not open API connections ahead of time: %s", str(exc).splitlines()[0][:200])
 
     # -- indices of the children: what the reconciler reads instead of the API server. A change the core
     # acts on pokes the owner right from the indexer (kopf runs indexers on every event; a separate event
@@ -185,7 +189,7 @@ def trigger_info(body: dict[str, Any]) -> dict[str, Any]:
 
 def make_state(settings: Settings) -> dict[str, Any]:
     metrics = OperatorMetrics()
-    kube = Kube(concurrency=settings.api_concurrency)
+    kube = Kube(concurrency=settings.api_concurrency, status_concurrency=settings.api_status_concurrency)
     state: dict[str, Any] = {"settings": settings, "metrics": metrics, "kube": kube}
     state["reconciler"] = Reconciler(settings, kube, metrics)
     return state

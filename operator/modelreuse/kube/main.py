@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-node-selector", help="key=value[,key=value] node selector of workload Jobs")
     parser.add_argument("--resync-seconds", type=float, help="how often every object is reconciled anyway")
     parser.add_argument("--api-concurrency", type=int, help="Kubernetes API calls in flight at once (default 16)")
+    parser.add_argument("--api-status-concurrency", type=int,
+                        help="status writes in flight at once, on their own pool so children go first (default 4)")
     parser.add_argument("--result-grace-seconds", type=float,
                         help="how long a finished Job may lack its termination message before it is failed")
     parser.add_argument("--watch-server-timeout", type=int, help="server-side watch timeout (seconds)")
@@ -40,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         k: getattr(args, k, None)
-        for k in ("runtime_image", "runtime_gpu_image", "artifacts_uri", "resync_seconds", "api_concurrency", "result_grace_seconds",
-                  "watch_server_timeout", "watch_client_timeout", "metrics_port", "webhook_port",
-                  "webhook_token_secret", "prometheus_url", "prometheus_interval_seconds")
+        for k in ("runtime_image", "runtime_gpu_image", "artifacts_uri", "resync_seconds", "api_concurrency",
+                  "api_status_concurrency", "result_grace_seconds", "watch_server_timeout", "watch_client_timeout",
+                  "metrics_port", "webhook_port", "webhook_token_secret", "prometheus_url",
+                  "prometheus_interval_seconds")
     }
     if args.namespaces:
         overrides["namespaces"] = tuple(args.namespaces)
