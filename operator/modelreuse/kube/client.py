@@ -53,6 +53,7 @@ class Kube:
             cfg.connection_pool_maxsize = concurrency + status_concurrency
             api_client = client.ApiClient(cfg)
         self.api = api_client
+        self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube-api")
         self._status_pool = ThreadPoolExecutor(max_workers=status_concurrency, thread_name_prefix="kube-status")
 
@@ -83,7 +84,7 @@ class Kube:
         """Open the pool's connections before they are needed: each new TLS connection loads the system CA
         bundle and does a handshake (about 20 ms of CPU), which would otherwise land on the first burst of
         work, such as reconciling every object after a restart. GET /version is open to every client."""
-        calls = [self._call(self._request, "GET", "/version") for _ in range(self._pool._max_workers)]
+        calls = [self._call(self._request, "GET", "/version") for _ in range(self.concurrency)]
         for outcome in await asyncio.gather(*calls, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
