@@ -42,16 +42,22 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def queue_all(batcher: Batcher, inputs: list[np.ndarray]) -> list[asyncio.Future]:
+    """Queue each array as one request (a handler entering, then submitting), all in one loop turn."""
+    futures = []
+    for x in inputs:
+        batcher.enter()
+        futures.append(batcher.submit({"x": x}, len(x)))
+    return futures
+
+
 def test_requests_queued_in_one_loop_turn_run_as_one_batch_and_get_their_own_rows():
     fn = Doubler()
 
     async def main():
         batcher = Batcher(fn, max_batch_size=64, max_delay_s=0.002)
         batcher.start()
-        futures = []
-        for i in range(10):
-            batcher.enter()
-            futures.append(batcher.submit({"x": np.full((i % 3 + 1, 2), float(i))}, i % 3 + 1))
+        futures = queue_all(batcher, [np.full((i % 3 + 1, 2), float(i)) for i in range(10)])
         results = await asyncio.gather(*futures)
         batcher.close()
         return results
@@ -69,10 +75,7 @@ def test_batches_respect_max_batch_size_and_an_oversized_request_runs_alone():
     async def main():
         batcher = Batcher(fn, max_batch_size=4, max_delay_s=0.0)
         batcher.start()
-        futures = []
-        for rows in (1, 2, 1, 9, 3, 1, 1):
-            batcher.enter()
-            futures.append(batcher.submit({"x": np.ones((rows, 1))}, rows))
+        futures = queue_all(batcher, [np.ones((rows, 1)) for rows in (1, 2, 1, 9, 3, 1, 1)])
         await asyncio.gather(*futures)
         batcher.close()
 
@@ -259,10 +262,7 @@ def test_cheap_batches_run_on_the_event_loop_and_costly_ones_in_the_thread(cost_
     async def main():
         batcher = Batcher(recording, max_batch_size=4, max_delay_s=0.0, cost=lambda rows: cost_s * rows, inline_budget_s=1e-3)
         batcher.start()
-        futures = []
-        for i in range(6):
-            batcher.enter()
-            futures.append(batcher.submit({"x": np.full((1, 1), float(i))}, 1))
+        futures = queue_all(batcher, [np.full((1, 1), float(i)) for i in range(6)])
         results = await asyncio.gather(*futures)
         batcher.close()
         return batcher.inline_batches, results
@@ -283,10 +283,7 @@ def test_a_caller_that_hung_up_leaves_the_queue_without_a_model_run():
     async def main():
         batcher = Batcher(fn, max_batch_size=64, max_delay_s=0.0)
         batcher.start()
-        futures = []
-        for i in range(3):
-            batcher.enter()
-            futures.append(batcher.submit({"x": np.full((1, 1), float(i))}, 1))
+        futures = queue_all(batcher, [np.full((1, 1), float(i)) for i in range(3)])
         futures[1].cancel()  # what aiohttp's handler cancellation does when a client disconnects
         first, last = await futures[0], await futures[2]
         batcher.close()

@@ -12,20 +12,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-GO="${GO:-$(command -v go || true)}"
-if [ -z "$GO" ] && [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go; fi
-if [ -z "$GO" ]; then
-  echo "helm/build.sh: no Go toolchain found (install Go >= 1.24, or set GO=/path/to/go)" >&2
-  exit 1
-fi
-
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
-KUBE_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/../kube/go.mod")"
-if [ -z "$KUBE_VERSION" ]; then
-  echo "helm/build.sh: cannot read the k8s.io/kubernetes version from tools/kube/go.mod" >&2
-  exit 1
-fi
-CACHE="${MODELREUSE_CACHE:-$HOME/.cache/modelreuse}"
+# shellcheck source=../go-env.sh
+source "$here/../go-env.sh" helm/build.sh
 bin="$CACHE/kube-$KUBE_VERSION/bin"
 
 have() { [ -x "$bin/helm" ] && [ "$("$bin/helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]; }

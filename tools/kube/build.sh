@@ -13,20 +13,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-GO="${GO:-$(command -v go || true)}"
-if [ -z "$GO" ] && [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go; fi
-if [ -z "$GO" ]; then
-  echo "build.sh: no Go toolchain found (install Go >= 1.24, or set GO=/path/to/go)" >&2
-  exit 1
-fi
-
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
-KUBE_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' go.mod)"
-if [ -z "$KUBE_VERSION" ]; then
-  echo "build.sh: cannot read the k8s.io/kubernetes version from $here/go.mod" >&2
-  exit 1
-fi
-CACHE="${MODELREUSE_CACHE:-$HOME/.cache/modelreuse}"
+# shellcheck source=../go-env.sh
+source "$here/../go-env.sh" kube/build.sh
 root="$CACHE/kube-$KUBE_VERSION"
 bin="$root/bin"
 stamp="$root/stamp"

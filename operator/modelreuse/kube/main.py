@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             return [(key, trigger_info(body)) for key, body in objects(bodies)]
 
         def phases():
-            return [info.get("phase", "Pending") for _, info in targets()]
+            return [(body.get("status") or {}).get("phase") or "Pending" for _, body in objects(bodies)]
 
         state["metrics"].count_phases_from(phases)
         receiver = AlertReceiver(settings, state["kube"], state["metrics"], targets)
